@@ -1,0 +1,130 @@
+"""ModelConfig: every size and choice of a glassgpt transformer, in one dataclass.
+
+Glossary of dimension names, used everywhere in glassgpt:
+
+    B        batch size
+    T        sequence length (tokens in this forward pass), T <= n_ctx
+    S        source sequence length (cross-attention keys and values)
+    d_vocab  vocabulary size
+    n_ctx    context length: the most tokens attention can see at once (G11)
+    d_model  width of the residual stream (one token's vector)
+    n_layers number of blocks
+    n_heads  query heads per attention layer
+    n_kv_heads key/value heads (n_heads for multi-head, fewer for grouped-query)
+    d_head   width of one head's query/key/value, d_model // n_heads
+    d_mlp    width of the MLP's hidden layer (the "up" space, G5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+POSITIONS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+
+
+@dataclass
+class ModelConfig:
+    d_vocab: int = 50257
+    n_ctx: int = 1024
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    n_kv_heads: int | None = None  # None: same as n_heads (plain multi-head)
+    d_mlp: int | None = None  # None: 4 * d_model
+    positions: str = "learned"  # "learned" (GPT-2) | "rope" (Llama)
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # "layernorm" (GPT-2) | "rmsnorm" (Llama)
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # "gelu" (tanh approximation, as GPT-2) | "swiglu" (Llama)
+    attn_bias: bool = True  # biases on W_Q, W_K, W_V, W_O
+    mlp_bias: bool = True  # biases on W_up, W_down (and W_gate)
+    tie_embeddings: bool = True  # W_U = W_Eᵀ
+    dropout: float = 0.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_mlp is None:
+            self.d_mlp = 4 * self.d_model
+        self.validate()
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    def validate(self) -> None:
+        for name in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"ModelConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"ModelConfig.n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
+            )
+        if self.positions not in POSITIONS:
+            raise ValueError(f"ModelConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.positions == "rope" and self.d_head % 2:
+            raise ValueError(f"ModelConfig.d_model / n_heads must be even for RoPE, got d_head={self.d_head}")
+        if self.norm not in NORMS:
+            raise ValueError(f"ModelConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"ModelConfig.mlp must be one of {MLPS}, got {self.mlp!r}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"ModelConfig.rope_theta must be positive, got {self.rope_theta!r}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"ModelConfig.norm_eps must be positive, got {self.norm_eps!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _gpt2(**kw: Any) -> ModelConfig:
+    return ModelConfig(**{"d_vocab": 50257, "n_ctx": 1024, "positions": "learned", "norm": "layernorm",
+                          "mlp": "gelu", "attn_bias": True, "mlp_bias": True, "tie_embeddings": True, **kw})
+
+
+def _llama(**kw: Any) -> ModelConfig:
+    return ModelConfig(**{"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "attn_bias": False,
+                          "mlp_bias": False, **kw})
+
+
+PRESETS: dict[str, Any] = {
+    "gpt2": lambda: _gpt2(name="gpt2", d_model=768, n_layers=12, n_heads=12),
+    "gpt2-medium": lambda: _gpt2(name="gpt2-medium", d_model=1024, n_layers=24, n_heads=16),
+    "smollm2-135m": lambda: _llama(name="smollm2-135m", d_vocab=49152, n_ctx=8192, d_model=576, n_layers=30,
+                                   n_heads=9, n_kv_heads=3, d_mlp=1536, rope_theta=100000.0, norm_eps=1e-5,
+                                   tie_embeddings=True),
+    # Small CPU presets (GPT-2 style; the vocabulary is set by the tokenizer at training time).
+    "baby": lambda: _gpt2(name="baby", d_vocab=65, n_ctx=64, d_model=128, n_layers=4, n_heads=4),
+    "small": lambda: _gpt2(name="small", d_vocab=65, n_ctx=256, d_model=384, n_layers=6, n_heads=6),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named ModelConfig, optionally with some fields changed."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = PRESETS[name]()
+    return cfg.replace(**overrides) if overrides else cfg

@@ -1,0 +1,214 @@
+"""Hugging Face GPT-2 and Llama checkpoints ↔ glassgpt, each with its whole key map in one table.
+
+Our matrices multiply from the right (y = x·W, shape (d_in, d_out)). GPT-2's Conv1D stores
+weights the same way; Llama's nn.Linear stores (d_out, d_in), so those are transposed.
+GPT-2 keeps Q, K and V in one matrix (c_attn), split here into W_Q, W_K, W_V.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import CheckpointError
+
+# (ours, theirs, transpose). {i} is the layer index.
+GPT2_KEYS: list[tuple[str, str, bool]] = [
+    ("embed.W_E", "transformer.wte.weight", False),
+    ("embed.W_pos", "transformer.wpe.weight", False),
+    ("blocks.{i}.ln1.w", "transformer.h.{i}.ln_1.weight", False),
+    ("blocks.{i}.ln1.b", "transformer.h.{i}.ln_1.bias", False),
+    # W_Q | W_K | W_V side by side in c_attn.weight (d_model, 3·d_model), split below
+    ("blocks.{i}.attn.W_QKV", "transformer.h.{i}.attn.c_attn.weight", False),
+    ("blocks.{i}.attn.b_QKV", "transformer.h.{i}.attn.c_attn.bias", False),
+    ("blocks.{i}.attn.W_O", "transformer.h.{i}.attn.c_proj.weight", False),
+    ("blocks.{i}.attn.b_O", "transformer.h.{i}.attn.c_proj.bias", False),
+    ("blocks.{i}.ln2.w", "transformer.h.{i}.ln_2.weight", False),
+    ("blocks.{i}.ln2.b", "transformer.h.{i}.ln_2.bias", False),
+    ("blocks.{i}.mlp.W_up", "transformer.h.{i}.mlp.c_fc.weight", False),
+    ("blocks.{i}.mlp.b_up", "transformer.h.{i}.mlp.c_fc.bias", False),
+    ("blocks.{i}.mlp.W_down", "transformer.h.{i}.mlp.c_proj.weight", False),
+    ("blocks.{i}.mlp.b_down", "transformer.h.{i}.mlp.c_proj.bias", False),
+    ("unembed.norm.w", "transformer.ln_f.weight", False),
+    ("unembed.norm.b", "transformer.ln_f.bias", False),
+    ("unembed.W_U", "lm_head.weight", True),  # only when untied
+]
+
+LLAMA_KEYS: list[tuple[str, str, bool]] = [
+    ("embed.W_E", "model.embed_tokens.weight", False),
+    ("blocks.{i}.ln1.w", "model.layers.{i}.input_layernorm.weight", False),
+    ("blocks.{i}.attn.W_Q", "model.layers.{i}.self_attn.q_proj.weight", True),
+    ("blocks.{i}.attn.W_K", "model.layers.{i}.self_attn.k_proj.weight", True),
+    ("blocks.{i}.attn.W_V", "model.layers.{i}.self_attn.v_proj.weight", True),
+    ("blocks.{i}.attn.W_O", "model.layers.{i}.self_attn.o_proj.weight", True),
+    ("blocks.{i}.attn.b_Q", "model.layers.{i}.self_attn.q_proj.bias", False),
+    ("blocks.{i}.attn.b_K", "model.layers.{i}.self_attn.k_proj.bias", False),
+    ("blocks.{i}.attn.b_V", "model.layers.{i}.self_attn.v_proj.bias", False),
+    ("blocks.{i}.attn.b_O", "model.layers.{i}.self_attn.o_proj.bias", False),
+    ("blocks.{i}.ln2.w", "model.layers.{i}.post_attention_layernorm.weight", False),
+    ("blocks.{i}.mlp.W_gate", "model.layers.{i}.mlp.gate_proj.weight", True),
+    ("blocks.{i}.mlp.W_up", "model.layers.{i}.mlp.up_proj.weight", True),
+    ("blocks.{i}.mlp.W_down", "model.layers.{i}.mlp.down_proj.weight", True),
+    ("blocks.{i}.mlp.b_gate", "model.layers.{i}.mlp.gate_proj.bias", False),
+    ("blocks.{i}.mlp.b_up", "model.layers.{i}.mlp.up_proj.bias", False),
+    ("blocks.{i}.mlp.b_down", "model.layers.{i}.mlp.down_proj.bias", False),
+    ("unembed.norm.w", "model.norm.weight", False),
+    ("unembed.W_U", "lm_head.weight", True),  # only when untied
+]
+
+
+def _expand(table: list[tuple[str, str, bool]], n_layers: int) -> list[tuple[str, str, bool]]:
+    rows = []
+    for ours, theirs, t in table:
+        if "{i}" in ours:
+            rows += [(ours.format(i=i), theirs.format(i=i), t) for i in range(n_layers)]
+        else:
+            rows.append((ours, theirs, t))
+    return rows
+
+
+def family(hf_config: dict[str, Any]) -> str:
+    model_type = hf_config.get("model_type", "")
+    if model_type == "gpt2":
+        return "gpt2"
+    if model_type in ("llama", "mistral", "qwen2") or "LlamaForCausalLM" in hf_config.get("architectures", []):
+        return "llama"
+    raise CheckpointError(f"unsupported architecture {model_type!r}: glassgpt loads gpt2 and llama models")
+
+
+def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
+    """A Hugging Face config.json (as a dict) → ModelConfig."""
+    if family(hf) == "gpt2":
+        act = hf.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise CheckpointError(f"unsupported GPT-2 activation {act!r} (glassgpt uses tanh-approximated GELU)")
+        return ModelConfig(
+            name=hf.get("_name_or_path", "") or "gpt2", d_vocab=hf["vocab_size"], n_ctx=hf["n_positions"],
+            d_model=hf["n_embd"], n_layers=hf["n_layer"], n_heads=hf["n_head"],
+            d_mlp=hf.get("n_inner") or 4 * hf["n_embd"], positions="learned", norm="layernorm",
+            norm_eps=hf.get("layer_norm_epsilon", 1e-5), mlp="gelu", attn_bias=True, mlp_bias=True,
+            tie_embeddings=hf.get("tie_word_embeddings", True),
+        )
+    heads = hf["num_attention_heads"]
+    if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
+        raise CheckpointError("unsupported llama config: head_dim differs from hidden_size / num_attention_heads")
+    rope = hf.get("rope_scaling") or {}
+    rope_params = hf.get("rope_parameters") or {}
+    if (rope and rope.get("rope_type", rope.get("type")) not in (None, "default")) or \
+            rope_params.get("rope_type", "default") != "default":
+        raise CheckpointError("unsupported llama config: scaled RoPE")
+    theta = rope_params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    return ModelConfig(
+        name=hf.get("_name_or_path", "") or "llama", d_vocab=hf["vocab_size"],
+        n_ctx=hf["max_position_embeddings"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, d_mlp=hf["intermediate_size"],
+        positions="rope", rope_theta=float(theta), norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6),
+        mlp="swiglu", attn_bias=hf.get("attention_bias", False), mlp_bias=hf.get("mlp_bias", False),
+        tie_embeddings=hf.get("tie_word_embeddings", False),
+    )
+
+
+def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    """ModelConfig → a Hugging Face config.json dict (GPT-2 or Llama architecture)."""
+    if cfg.positions == "learned" and cfg.norm == "layernorm" and cfg.mlp == "gelu" and cfg.attn_bias \
+            and cfg.mlp_bias and cfg.n_kv_heads == cfg.n_heads:
+        return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.d_vocab,
+                "n_positions": cfg.n_ctx, "n_embd": cfg.d_model, "n_layer": cfg.n_layers, "n_head": cfg.n_heads,
+                "n_inner": cfg.d_mlp, "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps,
+                "tie_word_embeddings": cfg.tie_embeddings, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                "attn_pdrop": 0.0, "bos_token_id": None, "eos_token_id": None}
+    if cfg.positions == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu":
+        return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": cfg.d_vocab,
+                "max_position_embeddings": cfg.n_ctx, "hidden_size": cfg.d_model,
+                "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+                "num_key_value_heads": cfg.n_kv_heads, "intermediate_size": cfg.d_mlp,
+                "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.norm_eps, "hidden_act": "silu",
+                "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.attn_bias,
+                "mlp_bias": cfg.mlp_bias, "head_dim": cfg.d_head}
+    raise CheckpointError("this model mixes GPT-2 and Llama choices; Hugging Face has no architecture for it")
+
+
+def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Their state dict → ours, by the table. Raises CheckpointError naming any missing tensor."""
+    gpt2 = cfg.positions == "learned"
+    table = _expand(GPT2_KEYS if gpt2 else LLAMA_KEYS, cfg.n_layers)
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs, transpose in table:
+        if theirs not in sd:
+            continue
+        if ours == "unembed.W_U" and cfg.tie_embeddings:
+            continue
+        t = sd[theirs]
+        out[ours] = t.T.contiguous() if transpose else t
+    if gpt2:  # split c_attn into W_Q, W_K, W_V
+        for i in range(cfg.n_layers):
+            for kind in ("W", "b"):
+                fused = out.pop(f"blocks.{i}.attn.{kind}_QKV", None)
+                if fused is not None:
+                    for name, part in zip("QKV", fused.split(cfg.d_model, dim=-1)):
+                        out[f"blocks.{i}.attn.{kind}_{name}"] = part.contiguous()
+    return out
+
+
+def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict → theirs, by the same table read the other way."""
+    gpt2 = config_to_hf(cfg)["model_type"] == "gpt2"
+    sd = dict(sd)
+    if gpt2:
+        for i in range(cfg.n_layers):
+            for kind in ("W", "b"):
+                parts = [sd.pop(f"blocks.{i}.attn.{kind}_{n}") for n in "QKV"]
+                sd[f"blocks.{i}.attn.{kind}_QKV"] = torch.cat(parts, dim=-1)
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs, transpose in _expand(GPT2_KEYS if gpt2 else LLAMA_KEYS, cfg.n_layers):
+        if ours in sd:
+            t = sd[ours]
+            out[theirs] = (t.T if transpose else t).contiguous()
+    if cfg.tie_embeddings:
+        out["lm_head.weight"] = out[GPT2_KEYS[0][1] if gpt2 else LLAMA_KEYS[0][1]]
+    return out
+
+
+def load_hf_model(model, sd: dict[str, torch.Tensor]) -> None:
+    """Load a Hugging Face state dict into a glassgpt GPT built from the matching config."""
+    ours = from_hf_state_dict(sd, model.cfg)
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(ours))
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}")
+    for name, t in ours.items():
+        want = model.state_dict()[name].shape
+        if tuple(t.shape) != tuple(want):
+            raise CheckpointError(f"tensor {name} has shape {tuple(t.shape)}, expected {tuple(want)}")
+    model.load_state_dict({k: v.float() for k, v in ours.items()}, strict=True)
+
+
+def read_hf_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """config.json and the safetensors weights (single or sharded) of a Hugging Face model folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path} has no config.json")
+    try:
+        hf_config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from None
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        if any(path.glob("*.bin")):
+            raise CheckpointError(f"{path} holds only pickle (.bin) weights; glassgpt reads safetensors only")
+        raise CheckpointError(f"{path} has no .safetensors weights")
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            sd.update(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from None
+    return hf_config, sd

@@ -1,0 +1,98 @@
+"""Hook points: named places in the forward pass where an activation can be read or replaced.
+
+Each `Hook` is an identity until someone attaches a function to it. Its public name is
+its module path without the `hook_` prefix, e.g. `blocks.0.attn.pattern` (see
+`GPT.hook_names()`). A hook function receives `(activation, name)` and returns either
+None (keep the activation) or a tensor that replaces it (activation patching).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
+
+
+class Hook(nn.Module):
+    """An identity on the forward pass, unless a function is attached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = ""
+        self.fns: list[HookFn] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fns)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for fn in self.fns:
+            out = fn(x, self.name)
+            if out is not None:
+                x = out
+        return x
+
+
+def name_hooks(root: nn.Module, strip_prefix: str = "") -> dict[str, Hook]:
+    """Give every Hook under `root` its public name; return them by name."""
+    hooks: dict[str, Hook] = {}
+    for path, module in root.named_modules():
+        if isinstance(module, Hook):
+            name = ".".join(part.removeprefix("hook_") for part in path.split("."))
+            if strip_prefix and name.startswith(strip_prefix):
+                name = name[len(strip_prefix):]
+            module.name = name
+            hooks[name] = module
+    return hooks
+
+
+def select(hooks: dict[str, Hook], names: "str | Iterable[str] | Callable[[str], bool] | None") -> list[str]:
+    """Resolve a name, a glob ('blocks.*.attn.pattern'), a list of them, 'all', or a predicate."""
+    if names is None:
+        return []
+    if callable(names):
+        return [n for n in hooks if names(n)]
+    if isinstance(names, str):
+        names = [names]
+    chosen: list[str] = []
+    for pattern in names:
+        if pattern == "all":
+            matches = list(hooks)
+        elif any(ch in pattern for ch in "*?["):
+            matches = [n for n in hooks if fnmatch.fnmatchcase(n, pattern)]
+        elif pattern in hooks:
+            matches = [pattern]
+        else:
+            matches = []
+        if not matches:
+            raise KeyError(f"no activation named {pattern!r}; see model.hook_names() for the valid names")
+        chosen.extend(m for m in matches if m not in chosen)
+    return chosen
+
+
+@contextlib.contextmanager
+def attached(hooks: dict[str, Hook], fns: dict[str, HookFn]) -> Iterator[None]:
+    """Attach hook functions for the duration of a `with` block (patterns allowed as keys)."""
+    added: list[tuple[Hook, HookFn]] = []
+    try:
+        for pattern, fn in fns.items():
+            for name in select(hooks, pattern):
+                hooks[name].fns.append(fn)
+                added.append((hooks[name], fn))
+        yield
+    finally:
+        for hook, fn in added:
+            hook.fns.remove(fn)
+
+
+class ActivationCache(dict):
+    """Activations by name, as `run_with_cache` returns them: `cache["blocks.0.attn.pattern"]`."""
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.items())
+        return f"ActivationCache({inner})"

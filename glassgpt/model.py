@@ -1,0 +1,526 @@
+"""The transformer of the seed, top to bottom (G2):
+
+    tokens → Embedding → (Attention → MLP) × n_layers → Unembedding → logits
+
+Weights are named like the maths (W_E, W_Q, W_K, W_V, W_O, W_up, W_down, W_U) and
+activations like the seed (q, k, v, scores, pattern, z, resid), never the other way
+round (T9). Every activation passes a `Hook` so it can be read or replaced; with no
+hook attached the forward pass takes the fused attention kernel and costs nothing extra.
+Dimension names are listed in `glassgpt.config`.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .errors import ContextLengthError, GlassError
+from .hooks import ActivationCache, Hook, HookFn, attached, name_hooks, select
+
+
+# ----------------------------------------------------------------------------- norms
+
+
+class LayerNorm(nn.Module):
+    """GPT-2's norm: centre, scale to unit variance, then w·x + b."""
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """Llama's norm: scale to unit root-mean-square (no centring, no bias), then w·x."""
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.w, self.eps)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    return LayerNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "layernorm" else RMSNorm(cfg.d_model, cfg.norm_eps)
+
+
+# ----------------------------------------------------------------------------- embedding
+
+
+class Embedding(nn.Module):
+    """Token → vector (G3): a row of W_E, plus a learned position vector for GPT-2 style models."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))  # (d_vocab, d_model)
+        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model)) if cfg.positions == "learned" else None
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.W_E[tokens]  # (B, T, d_model)
+        if self.W_pos is not None:
+            x = x + self.W_pos[positions]  # positions: (B or 1, T)
+        return self.dropout(x)
+
+
+class RoPE(nn.Module):
+    """Rotary positions (Llama): rotate each (i, i + d_head/2) pair of q and k by angle pos·θ^(-2i/d_head).
+
+    The rotation makes q·k depend on the distance between positions, not on where they are.
+    """
+
+    def __init__(self, d_head: int, n_ctx: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.float32) / d_head))  # (d_head/2,)
+        angles = torch.outer(torch.arange(n_ctx, dtype=torch.float32), inv_freq)  # (n_ctx, d_head/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (n_ctx, d_head)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # x: (B, H, T, d_head); positions: (B or 1, T)
+        cos = self.cos[positions].unsqueeze(1).to(x.dtype)  # (B or 1, 1, T, d_head)
+        sin = self.sin[positions].unsqueeze(1).to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class LayerKV:
+    """One attention layer's cached keys and values: (B, n_kv_heads, tokens so far, d_head)."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far (generation: prefill, then one token a step)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.layers = [LayerKV() for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only some batch rows (beam search, finished sequences)."""
+        for layer in self.layers:
+            if layer.k is not None:
+                layer.k, layer.v = layer.k[rows], layer.v[rows]
+
+
+class Attention(nn.Module):
+    """softmax(Q·Kᵀ/√d_k)·V, per head, then the output projection W_O (T1–T3, T8–T10).
+
+    Queries come from `x`; keys and values come from `context` when given (cross-attention,
+    T5) and from `x` otherwise (self-attention). `causal` applies the mask of T6.
+    Two paths compute the same thing: the fused kernel (scaled_dot_product_attention) by
+    default, and the explicit one, which materialises `scores` and `pattern` whenever a
+    hook asks for them or `explicit` is set.
+    """
+
+    def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False):
+        super().__init__()
+        H, H_kv, d_head, D = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
+        self.n_heads, self.n_kv_heads, self.d_head = H, H_kv, d_head
+        self.causal, self.cross = causal, cross
+        self.explicit = False
+        # Q, K, V = X·W (T9): the weights are parameters, the products are activations.
+        self.W_Q = nn.Parameter(torch.empty(D, H * d_head))
+        self.W_K = nn.Parameter(torch.empty(D, H_kv * d_head))
+        self.W_V = nn.Parameter(torch.empty(D, H_kv * d_head))  # per head: the "down" projection of T10
+        self.W_O = nn.Parameter(torch.empty(H * d_head, D))  # per head: the "up" projection of T10
+        if cfg.attn_bias:
+            self.b_Q = nn.Parameter(torch.zeros(H * d_head))
+            self.b_K = nn.Parameter(torch.zeros(H_kv * d_head))
+            self.b_V = nn.Parameter(torch.zeros(H_kv * d_head))
+            self.b_O = nn.Parameter(torch.zeros(D))
+        else:
+            self.b_Q = self.b_K = self.b_V = self.b_O = None
+        self.rope = RoPE(d_head, cfg.n_ctx, cfg.rope_theta) if cfg.positions == "rope" and not cross else None
+        self.dropout_p = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.hook_q, self.hook_k, self.hook_v = Hook(), Hook(), Hook()
+        self.hook_scores, self.hook_pattern, self.hook_z, self.hook_out = Hook(), Hook(), Hook(), Hook()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        cache: LayerKV | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, d_model) → (B, T, d_model).
+
+        context: (B, S, d_model) keys/values source for cross-attention.
+        mask: boolean (B or 1, 1, T, S), True where a query may look; None means "causal
+            from position 0" for causal attention and "everything" otherwise.
+        positions: (B or 1, T) absolute positions of x's tokens (RoPE).
+        cache: this layer's keys and values from earlier calls.
+        """
+        B, T, _ = x.shape
+        H, H_kv, d_head = self.n_heads, self.n_kv_heads, self.d_head
+        q = _project(x, self.W_Q, self.b_Q).view(B, T, H, d_head).transpose(1, 2)  # (B, H, T, d_head)
+        if self.cross and cache is not None and cache.k is not None:
+            k, v = cache.k, cache.v  # the source was encoded once; reuse its keys and values
+        else:
+            src = x if context is None else context
+            S = src.shape[1]
+            k = _project(src, self.W_K, self.b_K).view(B, S, H_kv, d_head).transpose(1, 2)  # (B, H_kv, S, d_head)
+            v = _project(src, self.W_V, self.b_V).view(B, S, H_kv, d_head).transpose(1, 2)  # (B, H_kv, S, d_head)
+            if self.rope is not None:
+                q, k = self.rope(q, positions), self.rope(k, positions)
+            if cache is not None:
+                k, v = _store(cache, k, v) if self.cross else cache.append(k, v)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+
+        if self.explicit or self.hook_scores.active or self.hook_pattern.active:
+            z = self._explicit(q, k, v, mask)
+        else:
+            z = self._fused(q, k, v, mask)
+        z = self.hook_z(z)  # (B, H, T, d_head)
+        z = z.transpose(1, 2).reshape(B, T, H * d_head)  # (B, T, H·d_head): heads side by side
+        out = _project(z, self.W_O, self.b_O)  # (B, T, d_model): each head's "up" projection, summed
+        return self.hook_out(self.resid_dropout(out))
+
+    def _fused(self, q, k, v, mask):
+        T, S = q.shape[2], k.shape[2]
+        is_causal = self.causal and mask is None and T > 1
+        if is_causal and T != S:  # a causal query block that does not start at key 0 needs an explicit mask
+            mask, is_causal = causal_mask(T, S, S - T, q.device), False
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout_p if self.training else 0.0, enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, H, T, d_head)
+
+    def _explicit(self, q, k, v, mask):
+        T, S = q.shape[2], k.shape[2]
+        if self.n_kv_heads != self.n_heads:  # grouped-query: each key/value head serves n_heads/n_kv_heads queries
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, H, S, d_head)
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, H, T, S): how well each query matches each key
+        scores = self.hook_scores(scores)
+        if mask is None and self.causal and T > 1:
+            mask = causal_mask(T, S, S - T, q.device)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))  # T6: the future is -inf before the softmax
+        pattern = torch.softmax(scores, dim=-1)  # (B, H, T, S): each row sums to 1
+        pattern = self.hook_pattern(pattern)
+        if self.training and self.dropout_p > 0:
+            pattern = F.dropout(pattern, self.dropout_p)
+        return pattern @ v  # (B, H, T, d_head): weighted sum of values
+
+    # Per-head views of the weights, for inspection (T10, T16).
+    def head_weights(self, h: int) -> dict[str, torch.Tensor]:
+        """W_Q, W_K, W_V: (d_model, d_head) and W_O: (d_head, d_model) of query head h."""
+        g = h // (self.n_heads // self.n_kv_heads)  # the key/value head that serves query head h
+        cols = slice(h * self.d_head, (h + 1) * self.d_head)
+        kv_cols = slice(g * self.d_head, (g + 1) * self.d_head)
+        return {"W_Q": self.W_Q[:, cols], "W_K": self.W_K[:, kv_cols], "W_V": self.W_V[:, kv_cols],
+                "W_O": self.W_O[cols, :]}
+
+    def W_OV(self, h: int) -> torch.Tensor:
+        """The single combined value map of head h (T10): W_V (down) · W_O (up), (d_model, d_model)."""
+        w = self.head_weights(h)
+        return w["W_V"] @ w["W_O"]
+
+    def W_QK(self, h: int) -> torch.Tensor:
+        """The bilinear form behind head h's scores (ignoring RoPE and biases): W_Q · W_Kᵀ, (d_model, d_model)."""
+        w = self.head_weights(h)
+        return w["W_Q"] @ w["W_K"].T
+
+
+def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return x @ W if b is None else torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
+
+
+def _store(cache: LayerKV, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    cache.k, cache.v = k, v
+    return k, v
+
+
+def causal_mask(T: int, S: int, offset: int, device=None) -> torch.Tensor:
+    """(1, 1, T, S) boolean: query i (at absolute position offset + i) may look at keys 0..offset + i."""
+    i = torch.arange(T, device=device).unsqueeze(1) + offset
+    j = torch.arange(S, device=device).unsqueeze(0)
+    return (j <= i).view(1, 1, T, S)
+
+
+# ----------------------------------------------------------------------------- MLP
+
+
+class MLP(nn.Module):
+    """Up-projection to d_mlp → non-linearity → down-projection back to d_model, per token (G5).
+
+    `gelu`: GELU(x·W_up + b_up)·W_down (GPT-2). `swiglu`: (SiLU(x·W_gate) ⊙ x·W_up)·W_down (Llama).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D, d_mlp = cfg.d_model, cfg.d_mlp
+        self.kind = cfg.mlp
+        self.W_gate = nn.Parameter(torch.empty(D, d_mlp)) if cfg.mlp == "swiglu" else None
+        self.W_up = nn.Parameter(torch.empty(D, d_mlp))
+        self.W_down = nn.Parameter(torch.empty(d_mlp, D))
+        self.b_gate = nn.Parameter(torch.zeros(d_mlp)) if cfg.mlp_bias and cfg.mlp == "swiglu" else None
+        self.b_up = nn.Parameter(torch.zeros(d_mlp)) if cfg.mlp_bias else None
+        self.b_down = nn.Parameter(torch.zeros(D)) if cfg.mlp_bias else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.hook_pre, self.hook_post, self.hook_out = Hook(), Hook(), Hook()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "gelu":
+            pre = self.hook_pre(_project(x, self.W_up, self.b_up))  # (B, T, d_mlp)
+            post = F.gelu(pre, approximate="tanh")
+        else:
+            pre = self.hook_pre(_project(x, self.W_gate, self.b_gate))  # (B, T, d_mlp): the gate
+            post = F.silu(pre) * _project(x, self.W_up, self.b_up)
+        post = self.hook_post(post)  # (B, T, d_mlp)
+        out = _project(post, self.W_down, self.b_down)  # (B, T, d_model)
+        return self.hook_out(self.dropout(out))
+
+
+# ----------------------------------------------------------------------------- block
+
+
+class Block(nn.Module):
+    """The transformer block (G8): x + Attention(norm(x)), then x + MLP(norm(x)) — pre-norm, two residual adds (T7).
+
+    With `cross=True` (the decoder of an encoder-decoder) a cross-attention sub-layer sits
+    between the two, its queries from x and its keys and values from `context`.
+    """
+
+    def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False):
+        super().__init__()
+        self.hook_resid_pre = Hook()
+        self.ln1 = make_norm(cfg)
+        self.attn = Attention(cfg, causal=causal)
+        if cross:
+            self.ln_cross = make_norm(cfg)
+            self.cross_attn = Attention(cfg, causal=False, cross=True)
+        else:
+            self.ln_cross = self.cross_attn = None
+        self.hook_resid_mid = Hook()
+        self.ln2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+        self.hook_resid_post = Hook()
+
+    def forward(self, x, mask=None, positions=None, cache=None, context=None, context_mask=None, cross_cache=None):
+        x = self.hook_resid_pre(x)  # (B, T, d_model): the residual stream entering the block
+        x = x + self.attn(self.ln1(x), mask=mask, positions=positions, cache=cache)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.ln_cross(x), context=context, mask=context_mask, cache=cross_cache)
+        x = self.hook_resid_mid(x)
+        x = x + self.mlp(self.ln2(x))
+        return self.hook_resid_post(x)
+
+
+class LearnedQueries(nn.Module):
+    """Fixed learned queries (T5): n_queries learned vectors attend over a sequence (pooling, memory).
+
+    The queries are parameters, not computed from the input: every sequence is asked the
+    same questions. Returns (B, n_queries, d_model); the pattern is (B, H, n_queries, T).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_queries: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_queries, cfg.d_model) * 0.02)  # (n_queries, d_model)
+        self.attn = Attention(cfg, causal=False, cross=True)
+        for W in (self.attn.W_Q, self.attn.W_K, self.attn.W_V, self.attn.W_O):
+            nn.init.normal_(W, std=0.02)
+
+    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B = hidden.shape[0]
+        x = self.queries.unsqueeze(0).expand(B, -1, -1)  # (B, n_queries, d_model)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, T)
+        return self.attn(x, context=hidden, mask=mask)
+
+
+# ----------------------------------------------------------------------------- unembedding
+
+
+class Unembedding(nn.Module):
+    """Final norm, then vector → logits over the vocabulary (G12). Tied models use W_U = W_Eᵀ."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = make_norm(cfg)
+        self.W_U = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
+        self.hook_final_norm, self.hook_logits = Hook(), Hook()
+
+    def forward(self, x: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
+        x = self.hook_final_norm(self.norm(x))  # (B, T, d_model)
+        W_U = W_E.T if self.W_U is None else self.W_U  # (d_model, d_vocab)
+        return self.hook_logits(x @ W_U)  # (B, T, d_vocab)
+
+
+# ----------------------------------------------------------------------------- GPT
+
+
+class GPT(nn.Module):
+    """Embedding → (Attention → MLP) × n_layers → Unembedding: a decoder-only transformer (G2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embedding(cfg)
+        self.hook_embed = Hook()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.unembed = Unembedding(cfg)
+        self._hooks = name_hooks(self, strip_prefix="unembed.")
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        """GPT-2's initialisation: N(0, 0.02), residual-stream writers scaled by 1/√(2·n_layers)."""
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith("b_"):
+                nn.init.zeros_(p)
+            elif leaf == "w":
+                nn.init.ones_(p)
+            elif leaf in ("W_O", "W_down"):
+                nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layers))
+            else:
+                nn.init.normal_(p, std=std)
+
+    # -- the forward pass
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """tokens: (B, T) ids → logits (B, T, d_vocab).
+
+        cache: keys and values of earlier tokens (the new ones are appended).
+        positions: (B, T) absolute positions; default offset..offset+T-1.
+        key_mask: (B, offset+T) boolean, False for padding tokens no query may look at.
+        """
+        if tokens.dim() == 1:
+            tokens = tokens.unsqueeze(0)
+        B, T = tokens.shape
+        offset = 0 if cache is None else cache.length
+        self.check_tokens(tokens, offset)
+        if positions is None:
+            positions = torch.arange(offset, offset + T, device=tokens.device).unsqueeze(0)  # (1, T)
+        mask = None  # None: plain causal attention from position 0 (the fused kernel's fast case)
+        if offset > 0 or key_mask is not None:
+            mask = causal_mask(T, offset + T, offset, tokens.device)  # (1, 1, T, offset+T)
+            if key_mask is not None:
+                mask = _keep_self(mask & key_mask[:, None, None, :].bool(), offset)  # (B, 1, T, offset+T)
+        x = self.hook_embed(self.embed(tokens, positions))  # (B, T, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, positions=positions, cache=None if cache is None else cache.layers[i])
+        return self.unembed(x, self.embed.W_E)
+
+    def check_tokens(self, tokens: torch.Tensor, offset: int = 0) -> None:
+        """The context window (G11) and the vocabulary are hard limits: say so clearly."""
+        T = tokens.shape[-1]
+        if offset + T > self.cfg.n_ctx:
+            raise ContextLengthError(
+                f"{offset + T} tokens exceed the context window of {self.cfg.n_ctx} tokens"
+                + (f" ({offset} already cached)" if offset else "")
+            )
+        if T == 0:
+            raise GlassError("the input has no tokens")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
+            raise GlassError(f"token ids must lie in [0, {self.cfg.d_vocab}), got {int(tokens.min())}..{int(tokens.max())}")
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.cfg.n_layers)
+
+    # -- seeing inside
+
+    def hook_names(self) -> list[str]:
+        """Every activation name run_with_cache accepts, in forward order."""
+        return list(self._hooks)
+
+    @contextmanager
+    def hooks(self, fns: dict[str, HookFn]) -> Iterator["GPT"]:
+        """Attach hook functions by name (or glob) for a `with` block; a function may return a replacement."""
+        with attached(self._hooks, fns):
+            yield self
+
+    def run_with_cache(
+        self,
+        tokens: torch.Tensor,
+        names: "str | Iterable[str] | Callable[[str], bool] | None" = "all",
+        hooks: dict[str, HookFn] | None = None,
+        detach: bool = True,
+        **forward_kwargs,
+    ) -> tuple[torch.Tensor, ActivationCache]:
+        """Run the model and return (logits, activations by name).
+
+        names: 'all', one name, a glob such as 'blocks.*.attn.pattern', a list, or a predicate.
+        hooks: extra hook functions (e.g. to patch an activation) active during the run.
+        """
+        cache = ActivationCache()
+
+        def save(x: torch.Tensor, name: str) -> None:
+            cache[name] = x.detach() if detach else x
+
+        fns = {name: save for name in select(self._hooks, names)}
+        with attached(self._hooks, hooks or {}), attached(self._hooks, fns):
+            logits = self(tokens, **forward_kwargs)
+        ordered = ActivationCache((n, cache[n]) for n in self._hooks if n in cache)
+        return logits, ordered
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embed.W_E.numel()
+            if self.embed.W_pos is not None:
+                n -= self.embed.W_pos.numel()
+        return n
+
+
+def _keep_self(mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """A padding query must still see one key (itself), or its softmax row would be all -inf → NaN."""
+    T = mask.shape[-2]
+    idx = torch.arange(T, device=mask.device)
+    mask = mask.clone()
+    mask[..., idx, idx + offset] = True
+    return mask
+
+
+def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0, dim: int = -1) -> torch.Tensor:
+    """Probabilities e^(x/T) / Σ e^(x/T) (G12). T → 0 tends to one-hot on the argmax; large T flattens.
+
+    T = 0 is taken as the limit: all the mass on the largest logit (ties share it).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        top = logits == logits.max(dim=dim, keepdim=True).values
+        return top.to(logits.dtype) / top.sum(dim=dim, keepdim=True)
+    return torch.softmax(logits / temperature, dim=dim)
