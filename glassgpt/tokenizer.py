@@ -11,11 +11,11 @@ Saved as one JSON file in a folder: `tokenizer.json` (BPE) or `char_tokenizer.js
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import GlassError
+from .io import write_atomic as _write_atomic
 
 
 class Tokenizer:
@@ -178,12 +178,3 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
             raise GlassError(f"{path}: not a readable character tokenizer ({e})") from None
     return BPETokenizer.from_file(path)
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
