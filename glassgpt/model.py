@@ -102,20 +102,49 @@ class RoPE(nn.Module):
 
 
 class LayerKV:
-    """One attention layer's cached keys and values: (B, n_kv_heads, tokens so far, d_head)."""
+    """One attention layer's cached keys and values: (B, n_kv_heads, tokens so far, d_head).
+
+    The buffers grow by doubling, so each generated token costs one small write, not a copy
+    of everything cached so far.
+    """
 
     def __init__(self) -> None:
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self.length = 0
 
     @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+    def k(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, : self.length]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, : self.length]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        B, H, n, d = k.shape
+        end = self.length + n
+        if self._k is None or end > self._k.shape[2]:
+            capacity = max(end, 64 if self._k is None else 2 * self._k.shape[2])
+            grown_k = k.new_empty(B, H, capacity, d)
+            grown_v = v.new_empty(B, H, capacity, d)
+            if self._k is not None:
+                grown_k[:, :, : self.length] = self.k
+                grown_v[:, :, : self.length] = self.v
+            self._k, self._v = grown_k, grown_v
+        self._k[:, :, self.length : end] = k
+        self._v[:, :, self.length : end] = v
+        self.length = end
         return self.k, self.v
+
+    def set(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store keys and values computed once (cross-attention over an encoded source)."""
+        self._k, self._v, self.length = k, v, k.shape[2]
+        return k, v
+
+    def select(self, rows: torch.Tensor) -> None:
+        if self._k is not None:
+            self._k, self._v = self._k[rows], self._v[rows]
 
 
 class KVCache:
@@ -131,8 +160,7 @@ class KVCache:
     def select(self, rows: torch.Tensor) -> None:
         """Keep only some batch rows (beam search, finished sequences)."""
         for layer in self.layers:
-            if layer.k is not None:
-                layer.k, layer.v = layer.k[rows], layer.v[rows]
+            layer.select(rows)
 
 
 class Attention(nn.Module):
@@ -198,7 +226,7 @@ class Attention(nn.Module):
             if self.rope is not None:
                 q, k = self.rope(q, positions), self.rope(k, positions)
             if cache is not None:
-                k, v = _store(cache, k, v) if self.cross else cache.append(k, v)
+                k, v = cache.set(k, v) if self.cross else cache.append(k, v)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
         if self.explicit or self.hook_scores.active or self.hook_pattern.active:
@@ -259,11 +287,6 @@ class Attention(nn.Module):
 
 def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     return x @ W if b is None else torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
-
-
-def _store(cache: LayerKV, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    cache.k, cache.v = k, v
-    return k, v
 
 
 def causal_mask(T: int, S: int, offset: int, device=None) -> torch.Tensor:
@@ -434,7 +457,7 @@ class GPT(nn.Module):
         if positions is None:
             positions = torch.arange(offset, offset + T, device=tokens.device).unsqueeze(0)  # (1, T)
         mask = None  # None: plain causal attention from position 0 (the fused kernel's fast case)
-        if offset > 0 or key_mask is not None:
+        if key_mask is not None or (offset > 0 and T > 1):
             mask = causal_mask(T, offset + T, offset, tokens.device)  # (1, 1, T, offset+T)
             if key_mask is not None:
                 mask = _keep_self(mask & key_mask[:, None, None, :].bool(), offset)  # (B, 1, T, offset+T)
