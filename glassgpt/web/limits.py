@@ -1,0 +1,17 @@
+"""What one request may ask of the server: every limit in one dataclass, with its default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 64 * 1024  # a request body larger than this gets 413
+    max_prompt_chars: int = 20_000  # before tokenising; the token limit is the model's context window (G11)
+    max_new_tokens: int = 512  # per generation
+    max_generations: int = 2  # generations streaming at once; one more gets 429
+    max_attention_cells: int = 8_000_000  # n_layers · n_heads · T² bytes for the attention grid
+    top_n: int = 50  # tokens listed by name in the next-token distribution
+    max_lens_k: int = 10
+    max_embed_k: int = 50
