@@ -72,8 +72,8 @@ def attention_heatmap(pattern: torch.Tensor, labels: Sequence[str], title: str =
     fig = _fig(size, size)
     ax = fig.add_subplot()
     data = pattern.detach().float().cpu()
-    im = ax.imshow(data, cmap="RdBu_r" if scores else "viridis", vmin=None if scores else 0,
-                   vmax=None if scores else 1, **({} if not scores else _centred(data)))
+    limits = _centred(data) if scores else {"vmin": 0, "vmax": 1}
+    im = ax.imshow(data, cmap="RdBu_r" if scores else "viridis", **limits)
     _ticks(ax, labels, "x", _label_size(T))
     _ticks(ax, labels, "y", _label_size(T))
     ax.set_xlabel("key (attended to)")
