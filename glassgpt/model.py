@@ -173,7 +173,7 @@ class Attention(nn.Module):
     hook asks for them or `explicit` is set.
     """
 
-    def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False):
+    def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False, rope: "RoPE | None" = None):
         super().__init__()
         H, H_kv, d_head, D = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
         self.n_heads, self.n_kv_heads, self.d_head = H, H_kv, d_head
@@ -191,7 +191,10 @@ class Attention(nn.Module):
             self.b_O = nn.Parameter(torch.zeros(D))
         else:
             self.b_Q = self.b_K = self.b_V = self.b_O = None
-        self.rope = RoPE(d_head, cfg.n_ctx, cfg.rope_theta) if cfg.positions == "rope" and not cross else None
+        if cfg.positions == "rope" and not cross:  # one RoPE table may be shared by every layer
+            self.rope = rope if rope is not None else RoPE(d_head, cfg.n_ctx, cfg.rope_theta)
+        else:
+            self.rope = None
         self.dropout_p = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.hook_q, self.hook_k, self.hook_v = Hook(), Hook(), Hook()
@@ -340,11 +343,11 @@ class Block(nn.Module):
     between the two, its queries from x and its keys and values from `context`.
     """
 
-    def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False):
+    def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False, rope: "RoPE | None" = None):
         super().__init__()
         self.hook_resid_pre = Hook()
         self.ln1 = make_norm(cfg)
-        self.attn = Attention(cfg, causal=causal)
+        self.attn = Attention(cfg, causal=causal, rope=rope)
         if cross:
             self.ln_cross = make_norm(cfg)
             self.cross_attn = Attention(cfg, causal=False, cross=True)
@@ -415,7 +418,8 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.embed = Embedding(cfg)
         self.hook_embed = Hook()
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        rope = RoPE(cfg.d_head, cfg.n_ctx, cfg.rope_theta) if cfg.positions == "rope" else None  # shared by all layers
+        self.blocks = nn.ModuleList(Block(cfg, rope=rope) for _ in range(cfg.n_layers))
         self.unembed = Unembedding(cfg)
         self._hooks = name_hooks(self, strip_prefix="unembed.")
         self.init_weights()
