@@ -1,0 +1,30 @@
+"""`glassgpt data prepare SOURCE`: a corpus → train.bin / val.bin + tokenizer + manifest.json."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="prepare a corpus for pre-training (token files, tokenizer, manifest)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prep = actions.add_parser("prepare", help="tokenize a text file, a folder, or a recipe (shakespeare, python-stdlib)")
+    prep.add_argument("source", help="a UTF-8 text file, a folder of them, or a recipe: shakespeare, python-stdlib")
+    prep.add_argument("--tokenizer", default="char", help="char, bpe or bpe:VOCAB (default: char)")
+    prep.add_argument("--out", help="output folder (default: a folder in the cache, ~/.cache/glassgpt/data/...)")
+    prep.add_argument("--val-fraction", type=float, default=0.1, help="the last fraction of the text kept for validation")
+    prep.add_argument("--force", action="store_true", help="prepare again even if the folder is up to date")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import open_data, prepare
+
+    out = prepare(args.source, args.out, args.tokenizer, args.val_fraction, force=args.force)
+    m = open_data(out, verify=False).manifest
+    split = m["split"]
+    print(f"{m['name']}: {m['files']} file(s), {m['chars']:,} characters, sha256 {m['sha256'][:16]}…")
+    print(f"tokenizer {m['tokenizer']['spec']} ({m['tokenizer']['vocab_size']} tokens), {m['dtype']}: "
+          f"{split['train_tokens']:,} train + {split['val_tokens']:,} val tokens (last {split['val_fraction']:.0%})")
+    print(out)
+    return 0
