@@ -66,7 +66,7 @@ def test_tracker_records_during_a_training_loop(tmp_path):
 
     lines = (tmp_path / "qk.jsonl").read_text().splitlines()
     records = [json.loads(x) for x in lines]
-    assert [r["step"] for r in records] == [3, 6, 7]  # every 3 steps, plus the last
+    assert [r["step"] for r in records] == [0, 3, 6, 7]  # the random start, every 3 steps, and the last
     assert records == read_records(tmp_path)
     last = records[-1]
     assert last["val_loss"] == 2.5 and "loss" in last
@@ -76,6 +76,19 @@ def test_tracker_records_during_a_training_loop(tmp_path):
     g = qk_geometry(model)
     assert last["norm_Q"] == g["norm_Q"]
     assert (tmp_path / "qk.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resumed_run_keeps_history_up_to_the_checkpoint(tmp_path):
+    tok = CharTokenizer("abcdefgh ")
+    model = GPT(ModelConfig(d_vocab=tok.vocab_size, n_ctx=16, d_model=16, n_layers=1, n_heads=2))
+    first = QKTracker(tmp_path, model, tok, every=2)
+    for step in (1, 2, 3, 4):
+        first.on_step(None, step, {"loss": 1.0})
+    assert [r["step"] for r in read_records(tmp_path)] == [0, 2, 4]
+    again = QKTracker(tmp_path, model, tok, every=2)  # resumed from a checkpoint at step 2
+    again.on_step(None, 3, {})
+    again.on_step(None, 4, {})
+    assert [r["step"] for r in read_records(tmp_path)] == [0, 2, 4]
 
 
 def test_bad_every(tmp_path):

@@ -95,10 +95,18 @@ class QKTracker:
         self.records: list[dict] = []
         self.last_metrics: dict = {}
         self._last_step: int | None = None
+        self._resumed = (self.run_dir / self.FILE).is_file()
+        if self._resumed:  # a resumed run: keep the history; steps past the checkpoint are dropped at the first step
+            self.records = read_records(self.run_dir)
+        else:
+            self.record(0)  # the random start, before any gradient step (T14)
 
     # -- callbacks
 
     def on_step(self, trainer, step: int, metrics: dict | None = None) -> None:
+        if self._resumed:
+            self.records = [r for r in self.records if r["step"] < step]
+            self._resumed = False
         self.last_metrics.update({k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))})
         if step % self.every == 0:
             self.record(step)
