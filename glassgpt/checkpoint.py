@@ -1,0 +1,184 @@
+"""Checkpoints of a training run, written so that a crash can never leave a half-written one.
+
+    RUN/
+      train_config.json   run.json (code version, command)   tokenizer.json | char_tokenizer.json
+      metrics.jsonl   loss.png
+      checkpoints/step_0000500/
+          model.safetensors   model_config.json   optimizer.safetensors   state.json
+
+Each file is written atomically (glassgpt.io: temp file, fsync, rename) into a hidden folder
+`.step_0000500.tmp`, which is renamed to `step_0000500` only when every file is in, so a
+visible checkpoint is always complete. state.json holds the step, the RNG states, the data
+position, the optimizer's hyper-parameters and the sha256 of the two tensor files, so a
+truncated or corrupted file is caught and named. Only the last `keep` checkpoints stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+from .errors import CheckpointError, GlassError
+from .io import load_tensors, read_json, save_tensors, write_json
+
+CHECKPOINTS = "checkpoints"
+TRAIN_CONFIG = "train_config.json"
+_NAME = re.compile(r"^step_(\d{7,})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: ModelConfig, state: dict,
+                    keep: int = 3) -> Path:
+    """Write checkpoints/step_XXXXXXX for state["step"] (a Trainer.state_dict()) and keep the last `keep`."""
+    step = int(state["step"])
+    folder = Path(run_dir) / CHECKPOINTS
+    final, tmp = folder / checkpoint_name(step), folder / f".{checkpoint_name(step)}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_tensors(tmp / "model.safetensors", model.state_dict())
+    write_json(tmp / "model_config.json", model_cfg.to_dict())
+    opt_tensors, opt_meta = _flatten_optimizer(state["optimizer"])
+    save_tensors(tmp / "optimizer.safetensors", opt_tensors)
+    files = {name: _file_sha256(tmp / name) for name in ("model.safetensors", "optimizer.safetensors")}
+    write_json(tmp / "state.json", {"step": step, "data": state["data"], "rng": state["rng"],
+                                    "optimizer": opt_meta, "sha256": files})
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)  # the checkpoint appears whole, or not at all
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    model_cfg: ModelConfig
+    weights: dict[str, torch.Tensor]
+    state: dict  # a Trainer.state_dict(): step, optimizer, data, rng
+
+
+def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint:
+    """Read and verify one checkpoint folder; any problem → CheckpointError naming the file."""
+    path = Path(path)
+    meta = read_json(path / "state.json")
+    try:
+        step, sums = int(meta["step"]), meta["sha256"]
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path / 'state.json'}: not a glassgpt checkpoint state (no step or sha256)") from None
+    for name in ("model.safetensors",) + (("optimizer.safetensors",) if with_optimizer else ()):
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"missing file: {file}")
+        if _file_sha256(file) != sums.get(name):
+            raise CheckpointError(f"{file}: corrupt or truncated (its sha256 does not match state.json)")
+    try:
+        model_cfg = ModelConfig.from_dict(read_json(path / "model_config.json"))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / 'model_config.json'}: {e}") from None
+    weights = load_tensors(path / "model.safetensors")
+    state = {"step": step, "data": meta.get("data", {}), "rng": meta.get("rng")}
+    if with_optimizer:
+        state["optimizer"] = _unflatten_optimizer(load_tensors(path / "optimizer.safetensors"), meta["optimizer"])
+    return Checkpoint(path, step, model_cfg, weights, state)
+
+
+def latest_checkpoint(run_dir: str | Path, latest_good: bool = False, with_optimizer: bool = True,
+                      warn=print) -> Checkpoint:
+    """The newest checkpoint; if it is damaged, an error naming the file, or (latest_good) the newest intact one."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir}: no checkpoints in {Path(run_dir) / CHECKPOINTS}")
+    for path in reversed(found):
+        try:
+            return read_checkpoint(path, with_optimizer)
+        except CheckpointError as e:
+            if not latest_good:
+                raise CheckpointError(f"{e} (use --resume-latest-good to fall back to an earlier checkpoint)") from None
+            warn(f"skipping damaged checkpoint: {e}")
+    raise CheckpointError(f"{run_dir}: every checkpoint is damaged")
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not fit the model config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+# ----------------------------------------------------------------------------- run folders (for load_model)
+
+
+def is_run_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / TRAIN_CONFIG).is_file() and (path / CHECKPOINTS).is_dir()
+
+
+def load_run(path: str | Path):
+    """The model of a run's newest checkpoint, with the run's tokenizer, as a glassgpt.load.Loaded."""
+    from .load import Loaded
+    from .model import GPT
+    from .tokenizer import load_tokenizer
+
+    path = Path(path)
+    if not is_run_folder(path):
+        raise GlassError(f"{path}: not a glassgpt run folder (no {TRAIN_CONFIG} and {CHECKPOINTS}/)")
+    ckpt = latest_checkpoint(path, with_optimizer=False)
+    model = GPT(ckpt.model_cfg)
+    load_weights(model, ckpt.weights, ckpt.path / "model.safetensors")
+    model.eval()
+    tokenizer = load_tokenizer(path)
+    return Loaded(model, tokenizer, str(path), "run", stop_ids=[],
+                  metadata={"checkpoint": str(ckpt.path), "step": ckpt.step})
+
+
+# ----------------------------------------------------------------------------- optimizer state as safetensors + JSON
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """torch's optimizer state_dict → tensors named '{param}.{key}' and JSON for the rest."""
+    tensors, scalars = {}, {}
+    for idx, per_param in sd["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(meta.get("scalars", {}).items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
