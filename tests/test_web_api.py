@@ -240,6 +240,38 @@ def test_generate_streams_what_the_library_generates(client, loaded):
     assert events[-1][1]["pieces"] == sum(1 for name, _ in events if name == "message")
 
 
+def test_generate_as_a_chat_message_uses_the_template(client, loaded):
+    from glassgpt.chat import PLAIN_STOPS, PLAIN_TEMPLATE, render
+
+    r = client.post("/api/generate", json={"prompt": "the king", "max_new_tokens": 10, "temperature": 0, "chat": True})
+    assert r.status_code == 200
+    events = sse_events(r.text.split("\n"))
+    text = render(PLAIN_TEMPLATE, [{"role": "user", "content": "the king"}])  # the tiny model has no template
+    assert events[0][1]["prompt"] == text and text.startswith("User: the king")
+    cfg = SampleConfig(max_new_tokens=10, temperature=0, stop_strings=PLAIN_STOPS)
+    assert "".join(d["text"] for name, d in events if name == "message") == generate(loaded.model, loaded.tokenizer,
+                                                                                     text, cfg)
+
+
+def test_a_training_run_under_runs_is_listed_and_served(tmp_path, loaded):
+    from glassgpt.checkpoint import TRAIN_CONFIG, save_checkpoint
+
+    run = tmp_path / "runs" / "shakespeare-baby"
+    other = tiny_loaded(name="other", seed=4)
+    optimizer = torch.optim.AdamW(other.model.parameters())
+    save_checkpoint(run, other.model, other.model.cfg, {"step": 5, "optimizer": optimizer.state_dict(), "data": {},
+                                                        "rng": {}})
+    write_json(run / TRAIN_CONFIG, {})
+    other.tokenizer.save(run)
+    client = TestClient(create_app(loaded, runs_dir=tmp_path / "runs", include_default=False))
+    assert [m["id"] for m in client.get("/api/models").json()["models"]] == ["tiny", "runs/shakespeare-baby"]
+    r = client.post("/api/analyze", json={"model": "runs/shakespeare-baby", "prompt": PROMPT})
+    assert r.status_code == 200
+    with torch.no_grad():
+        want = other.model(torch.tensor([other.tokenizer.encode(PROMPT)]))[0, -1].max()
+    assert r.json()["next"]["top"][0]["logit"] == pytest.approx(float(want), abs=1e-5)
+
+
 # ----------------------------------------------------------------------------- bad input: JSON errors, still serving
 
 

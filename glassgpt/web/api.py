@@ -49,3 +49,4 @@ class GenerateRequest(PromptRequest):
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
     seed: int | None = None
     stop_strings: list[str] = Field(default_factory=list, max_length=8)
+    chat: bool = Field(False, description="wrap the prompt as one user message in the model's chat template (G10)")

@@ -190,10 +190,10 @@ def create_app(
             raise ApiError(422, f"the prompt has {len(req.prompt)} characters; the limit is {limits.max_prompt_chars}")
         generations.acquire()
         try:
-            entry, ids = await run_in_threadpool(_prepare, registry, req)
+            entry, ids, stops = await run_in_threadpool(_prepare, registry, req)
             cfg = SampleConfig(max_new_tokens=req.max_new_tokens, temperature=req.temperature, top_k=req.top_k,
                                top_p=req.top_p, min_p=req.min_p, repetition_penalty=req.repetition_penalty,
-                               seed=req.seed, stop_strings=req.stop_strings, stop_ids=entry.loaded.stop_ids)
+                               seed=req.seed, stop_strings=stops, stop_ids=entry.loaded.stop_ids)
         except BaseException:
             generations.release("rejected")
             raise
@@ -204,15 +204,25 @@ def create_app(
     return app
 
 
-def _prepare(registry: Registry, req: GenerateRequest) -> tuple[Entry, list[int]]:
+def _prepare(registry: Registry, req: GenerateRequest) -> tuple[Entry, list[int], list[str]]:
+    """The model, the prompt's ids and the stop strings; as one user message in the chat template if asked."""
     entry = registry.get(req.model)
+    text, stops = req.prompt, list(req.stop_strings)
+    if req.chat:
+        from ..chat import PLAIN_STOPS, PLAIN_TEMPLATE, render
+
+        template = entry.loaded.chat_template or PLAIN_TEMPLATE
+        text = render(template, [{"role": "user", "content": req.prompt}], bos_token=entry.loaded.bos_token or "",
+                      eos_token=entry.loaded.eos_token or "")
+        if entry.loaded.chat_template is None:
+            stops += PLAIN_STOPS
     with entry.lock:
-        ids = analysis.encode(entry.loaded, req.prompt)
+        ids = analysis.encode(entry.loaded, text)
     n_ctx = entry.loaded.model.cfg.n_ctx
     if len(ids) + req.max_new_tokens > n_ctx:
         raise ApiError(422, f"the prompt's {len(ids)} tokens + max_new_tokens {req.max_new_tokens} exceed "
                             f"the context window of {n_ctx} tokens")
-    return entry, ids
+    return entry, ids, stops
 
 
 def _sse(data: dict, event: str | None = None) -> str:
@@ -235,7 +245,8 @@ async def _events(entry: Entry, ids: list[int], cfg: SampleConfig, generations: 
     completed = False
     n = 0
     try:
-        yield _sse({"model": entry.id, "prompt_tokens": len(ids), "max_new_tokens": cfg.max_new_tokens}, "start")
+        yield _sse({"model": entry.id, "prompt": entry.loaded.tokenizer.decode(ids), "prompt_tokens": len(ids),
+                    "max_new_tokens": cfg.max_new_tokens}, "start")
         while True:
             piece = await run_in_threadpool(_step, entry, pieces)
             if piece is _END:

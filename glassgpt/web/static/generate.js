@@ -24,7 +24,8 @@ export class Generator {
     let pieces = 0;
     try {
       await postEvents("/api/generate", body, controller.signal, (event, data) => {
-        if (event === "message") { fresh.textContent += data.text; pieces++; this.status.textContent = `${pieces} pieces…`; }
+        if (event === "start") this.output.querySelector(".prompt-part").textContent = data.prompt;
+        else if (event === "message") { fresh.textContent += data.text; pieces++; this.status.textContent = `${pieces} pieces…`; }
         else if (event === "done") this.status.textContent = `done: ${data.pieces} pieces`;
         else if (event === "error") this.status.textContent = `error: ${data.error}`;
       });

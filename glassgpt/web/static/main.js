@@ -135,7 +135,7 @@ function wire() {
     generator.start({
       model: state.model, prompt: $("prompt").value, max_new_tokens: +$("max-new").value,
       temperature: s.temperature, top_k: s.topK > 0 ? s.topK : null, top_p: s.topP < 1 ? s.topP : null,
-      min_p: s.minP > 0 ? s.minP : null, seed: seed === "" ? null : +seed,
+      min_p: s.minP > 0 ? s.minP : null, seed: seed === "" ? null : +seed, chat: $("chat").checked,
     });
   });
 
