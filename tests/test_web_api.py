@@ -258,9 +258,8 @@ def test_a_training_run_under_runs_is_listed_and_served(tmp_path, loaded):
 
     run = tmp_path / "runs" / "shakespeare-baby"
     other = tiny_loaded(name="other", seed=4)
-    optimizer = torch.optim.AdamW(other.model.parameters())
-    save_checkpoint(run, other.model, other.model.cfg, {"step": 5, "optimizer": optimizer.state_dict(), "data": {},
-                                                        "rng": {}})
+    no_optimizer = {"state": {}, "param_groups": []}  # the explorer reads only the weights
+    save_checkpoint(run, other.model, other.model.cfg, {"step": 5, "optimizer": no_optimizer, "data": {}, "rng": {}})
     write_json(run / TRAIN_CONFIG, {})
     other.tokenizer.save(run)
     client = TestClient(create_app(loaded, runs_dir=tmp_path / "runs", include_default=False))
@@ -397,3 +396,47 @@ def test_the_default_model_answers_paris():
     r = client.post("/api/analyze", json={"prompt": "The capital of France is"})
     assert r.status_code == 200 and r.json()["model"] == "smollm2"
     assert r.json()["next"]["top"][0]["text"] == " Paris"
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--port", "0"], "--port"),
+    (["--port", "70000"], "--port"),
+    (["--runs", "/no/such/folder"], "--runs"),
+    (["--model", "/no/such/model.gguf"], "does not exist"),
+    (["--max-generations", "0"], "--max-generations"),
+])
+def test_serve_rejects_bad_arguments_in_one_line(capsys, args, words):
+    from glassgpt.cli import main
+
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+
+
+@pytest.mark.slow
+def test_glassgpt_serve_answers_on_loopback(tmp_path):
+    import subprocess
+    import sys
+
+    folder = write_hf_folder(tmp_path / "mymodel", tiny_loaded(name="mine"))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "glassgpt", "serve", "--model", str(folder), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=2).json()["models"]
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
+                time.sleep(0.1)
+        assert models[0]["id"] == "mymodel" and models[0]["loaded"]  # loaded before the first page
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert page.status_code == 200 and "glassgpt explorer" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
