@@ -49,14 +49,15 @@ class Registry:
         self._fixed: dict[str, Entry] = {}
         self._runs: dict[str, Entry] = {}
         self._load_lock = threading.Lock()
+        self._scan_lock = threading.Lock()  # requests scan from several threads at once
         if isinstance(model, Loaded):
-            name = model.model.cfg.name or "model"
-            self._fixed[name] = Entry(name, name, "model", None, model)
+            label = model.model.cfg.name or "model"
+            self._fixed[_slug(label)] = Entry(_slug(label), label, "model", None, model)
         elif model is not None:
             path = Path(model).expanduser()
             if not path.exists():
                 raise GlassError(f"--model: {path} does not exist")
-            self._fixed[path.stem or "model"] = Entry(path.stem or "model", path.name, "model", path)
+            self._fixed[_slug(path.stem)] = Entry(_slug(path.stem), path.name, "model", path)
         if include_default and default_available() and DEFAULT_ID not in self._fixed:
             self._fixed[DEFAULT_ID] = Entry(DEFAULT_ID, "SmolLM2-135M-Instruct (default)", "default", None)
 
@@ -64,11 +65,16 @@ class Registry:
 
     def entries(self) -> list[Entry]:
         self._scan_runs()
-        return list(self._fixed.values()) + list(self._runs.values())
+        with self._scan_lock:
+            return list(self._fixed.values()) + list(self._runs.values())
 
     def _scan_runs(self) -> None:
         if self.runs_dir is None or not self.runs_dir.is_dir():
             return
+        with self._scan_lock:
+            self._scan_runs_locked()
+
+    def _scan_runs_locked(self) -> None:
         found: dict[str, Path] = {}
         for child in sorted(self.runs_dir.iterdir()):
             for folder in [child, *sorted(child.iterdir())] if child.is_dir() else []:
@@ -95,7 +101,8 @@ class Registry:
             entry = self._fixed.get(model_id)
             if entry is None:
                 self._scan_runs()
-                entry = self._runs.get(model_id)
+                with self._scan_lock:
+                    entry = self._runs.get(model_id)
             if entry is None:
                 raise UnknownModel(f"unknown model {model_id!r}; GET /api/models lists the models offered")
         if entry.loaded is None:
@@ -130,6 +137,11 @@ def is_model_folder(folder: Path) -> bool:
         return bool(is_run_folder(folder))
     except Exception:
         return False
+
+
+def _slug(name: str) -> str:
+    """An id safe in a URL: letters, digits, '.', '_' and '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:80] or "model"
 
 
 def _inside(path: Path, root: Path | None) -> bool:
