@@ -1,0 +1,105 @@
+"""Attention with fixed learned queries (T5): a classifier that pools a sequence by asking it set questions.
+
+    digits → Encoder (bidirectional Blocks) → hidden (B, T, d_model)
+           → LearnedQueries: n_queries learned vectors attend over hidden → (B, n_queries, d_model)
+           → norm → concatenate → W_cls → class logits
+
+Unlike self- or cross-attention, the queries are parameters: they are the same for every
+input. The pattern `pool.attn.pattern` (B, H, n_queries, T) shows where each one looks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import GlassError
+from ..hooks import ActivationCache, attached, name_hooks, select
+from ..model import LearnedQueries, make_norm
+from .model import Encoder, init_weights
+
+
+@dataclass
+class PoolConfig:
+    src_vocab: int = 13
+    src_ctx: int = 12
+    n_classes: int = 2
+    n_queries: int = 4
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    d_mlp: int | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.d_mlp is None:
+            self.d_mlp = 4 * self.d_model
+        for name in ("src_vocab", "src_ctx", "n_classes", "n_queries", "d_model", "n_heads", "n_layers", "d_mlp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise GlassError(f"PoolConfig.{name} must be a positive integer, got {value!r}")
+        self.model_config()
+
+    def model_config(self) -> ModelConfig:
+        """The ModelConfig that the shared parts (Embedding, Block, LearnedQueries) are built from."""
+        return ModelConfig(d_vocab=self.src_vocab, n_ctx=self.src_ctx, d_model=self.d_model, n_layers=self.n_layers,
+                           n_heads=self.n_heads, d_mlp=self.d_mlp, dropout=self.dropout, name="pooling")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PoolConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GlassError(f"unknown PoolConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+class PoolingClassifier(nn.Module):
+    def __init__(self, cfg: PoolConfig, pad_id: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.pad_id = pad_id
+        block_cfg = cfg.model_config()
+        self.encoder = Encoder(block_cfg, cfg.n_layers)
+        self.pool = LearnedQueries(block_cfg, cfg.n_queries)
+        self.norm = make_norm(block_cfg)
+        self.W_cls = nn.Parameter(torch.empty(cfg.n_queries * cfg.d_model, cfg.n_classes))
+        self.b_cls = nn.Parameter(torch.zeros(cfg.n_classes))
+        self._hooks = name_hooks(self)
+        init_weights(self, cfg.n_layers + 1)
+        with torch.no_grad():  # LearnedQueries' own initialisation: distinct query vectors from the start
+            self.pool.queries.normal_(std=1.0)
+
+    def forward(self, src: torch.Tensor) -> torch.Tensor:
+        """src (B, T) digit ids, padded with <pad> → class logits (B, n_classes)."""
+        B, T = src.shape
+        if T > self.cfg.src_ctx:
+            raise GlassError(f"the input has {T} tokens; the model takes at most {self.cfg.src_ctx}")
+        key_mask = src != self.pad_id  # (B, T)
+        hidden = self.encoder(src, key_mask)  # (B, T, d_model)
+        pooled = self.norm(self.pool(hidden, key_mask))  # (B, n_queries, d_model): one answer per query
+        return pooled.reshape(B, -1) @ self.W_cls + self.b_cls  # (B, n_queries·d_model) → (B, n_classes)
+
+    def hook_names(self) -> list[str]:
+        return list(self._hooks)
+
+    def run_with_cache(self, src: torch.Tensor, names="pool.attn.pattern") -> tuple[torch.Tensor, ActivationCache]:
+        cache = ActivationCache()
+
+        def save(x: torch.Tensor, name: str) -> None:
+            cache[name] = x.detach()
+
+        with attached(self._hooks, {name: save for name in select(self._hooks, names)}):
+            logits = self(src)
+        return logits, cache
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
