@@ -9,6 +9,15 @@ from glassgpt.inspect.attention import attention_patterns
 from glassgpt.load import load_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors run far faster on one thread, above all on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def gguf(tmp_path_factory):
     return str(write_gguf(tmp_path_factory.mktemp("m") / "tiny.gguf", tiny_model()))

@@ -8,6 +8,15 @@ from glassgpt.inspect.lens import lens_logits, logit_lens
 from glassgpt.model import GPT
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors run far faster on one thread, above all on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _model(norm: str, tie: bool) -> GPT:
     torch.manual_seed(0)
     cfg = ModelConfig(d_vocab=50, n_ctx=16, d_model=32, n_layers=3, n_heads=4, norm=norm, tie_embeddings=tie,

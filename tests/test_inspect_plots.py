@@ -1,3 +1,4 @@
+import pytest
 """Figures: returned as matplotlib Figures holding the data given, with any labels (even "$" and CJK)."""
 
 import torch
@@ -8,6 +9,15 @@ from glassgpt.inspect.lens import Lens
 from glassgpt.inspect.plots import (alignment_figure, attention_grid, attention_heatmap, head_scores_figure,
                                     lens_figure, projection_figure, safe, save)
 from glassgpt.tokenizer import CharTokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors run far faster on one thread, above all on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_heatmap_holds_the_pattern_and_labels(tmp_path):

@@ -13,6 +13,15 @@ from glassgpt.model import GPT
 from glassgpt.tokenizer import CharTokenizer
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors run far faster on one thread, above all on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_principal_angles_of_known_subspaces():
     e = torch.eye(5)
     theta = 0.3
