@@ -33,7 +33,7 @@ class Seq2SeqConfig:
     tgt_vocab: int = 28
     src_ctx: int = 16  # longest source, in characters
     tgt_ctx: int = 64  # longest decoder input (<bos> + target)
-    d_model: int = 128
+    d_model: int = 64
     n_heads: int = 4
     n_enc_layers: int = 2
     n_dec_layers: int = 2

@@ -225,10 +225,11 @@ class Task:
         for text in texts:
             if not text:
                 raise GlassError("the input is empty")
+            encoded = self.src_vocab.encode(text)
             if len(text) > self.src_ctx:
                 raise ContextLengthError(f"the input has {len(text)} characters; the {self.name} model takes at most "
                                          f"{self.src_ctx}")
-            ids.append(self.src_vocab.encode(text))
+            ids.append(encoded)
         S = max(len(i) for i in ids)
         src = torch.full((len(ids), S), self.src_vocab.pad_id)  # (B, S)
         for row, i in enumerate(ids):

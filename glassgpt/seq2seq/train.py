@@ -25,7 +25,7 @@ from .task import Task, TaskConfig
 
 @dataclass
 class TrainConfig:
-    steps: int = 2500
+    steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 100
@@ -121,6 +121,15 @@ def exact_match(model: EncoderDecoder, task: Task, numbers: list[int], batch_siz
         outs = translate_batch(model, task, [s for s, _ in pairs])
         wrong += [(s, t, o) for (s, t), o in zip(pairs, outs) if o != t]
     return 1 - len(wrong) / len(numbers), wrong
+
+
+@torch.no_grad()
+def char_accuracy(model: EncoderDecoder, task: Task, numbers: list[int]) -> float:
+    """Teacher-forced: the share of target characters (and <eos>) predicted right, given the true prefix."""
+    src, tgt_in, tgt_out = task.translation_batch(numbers)
+    predicted = model(src, tgt_in).argmax(-1)  # (B, T)
+    real = tgt_out != task.tgt_vocab.pad_id
+    return (predicted == tgt_out)[real].float().mean().item()
 
 
 # ----------------------------------------------------------------------------- classification
