@@ -140,7 +140,8 @@ def g1(t: Tour) -> dict:
     t.say(f"pre-trained SmolLM2, greedy: 'Once upon a time{text}'")
     toy = t.toy()
     losses = [m["val_loss"] for m in toy.metrics if "val_loss" in m]
-    prompt = toy.text_sample[:20]
+    start = toy.text_sample.find("\n\n") + 2  # a speaker's name, as a play continues
+    prompt = toy.text_sample[start:toy.text_sample.find("\n", start) + 1] or toy.text_sample[:20]
     sample = generate(toy.model, toy.tokenizer, prompt, SampleConfig(max_new_tokens=80, temperature=0.8, seed=0))
     t.say(f"pre-trained here from scratch (validation loss {losses[0]:.2f} → {losses[-1]:.2f}):\n"
           f"{prompt}{sample}")
@@ -224,7 +225,7 @@ def g6(t: Tour) -> dict:
     tops = [s.tokenizer.decode([int(i)]) for i in lens.top_ids[:, -1, 0]]
     final = tops[-1]
     first = next(i for i in range(len(tops)) if all(x == final for x in tops[i:]))
-    for i in range(0, len(tops), max(1, len(tops) // 10)):
+    for i in list(range(0, len(tops) - 1, max(1, len(tops) // 10))):
         t.say(f"{lens.layer_names[i]:>10}: {tops[i]!r} {float(lens.top_probs[i, -1, 0]):.2f}")
     t.say(f"{lens.layer_names[-1]:>10}: {final!r} {float(lens.top_probs[-1, -1, 0]):.2f}")
     t.say(f"'{PROMPT}' → {final!r}, the top guess from {lens.layer_names[first]} on")
@@ -474,18 +475,27 @@ def t6(t: Tour) -> dict:
 
 
 def t7(t: Tour) -> dict:
-    """Residual connections keep low-level information: how much of the embedding survives each layer."""
+    """Residual connections keep low-level information: each layer adds to the stream instead of replacing it."""
     from .inspect.plots import curves_figure
 
     s = t.smol()
     L = s.model.cfg.n_layers
-    _, cache = s.model.run_with_cache(t.ids(SENTENCE), names=["embed"] + [f"blocks.{i}.resid_post" for i in range(L)])
-    e = cache["embed"][0]
-    cos = [float(F.cosine_similarity(cache[f"blocks.{i}.resid_post"][0], e, dim=-1).mean()) for i in range(L)]
-    t.say("cosine(resid after layer i, the token's embedding): " + " ".join(f"{c:.2f}" for c in cos[::3]))
-    t.figure(curves_figure({"cosine with the embedding": (list(range(L)), cos)}, "layer", "mean cosine",
-                           "SmolLM2: the embedding in the residual stream (T7)"), "t7_residual.png")
-    return {"cosine": cos}
+    names = ["embed"] + [f"blocks.{i}.{n}" for i in range(L) for n in ("resid_pre", "attn.out", "mlp.out")]
+    _, cache = s.model.run_with_cache(t.ids(SENTENCE), names=names + [f"blocks.{L - 1}.resid_post"])
+    total = cache["embed"][0] + sum(cache[f"blocks.{i}.attn.out"][0] + cache[f"blocks.{i}.mlp.out"][0] for i in range(L))
+    diff = _max_diff(total, cache[f"blocks.{L - 1}.resid_post"][0]) / float(total.abs().max())
+    ratio = []
+    for i in range(L):  # the size of what layer i writes, relative to the stream it reads (positions ≥ 1)
+        write = cache[f"blocks.{i}.attn.out"][0] + cache[f"blocks.{i}.mlp.out"][0]
+        ratio.append(float((write.norm(dim=-1) / cache[f"blocks.{i}.resid_pre"][0].norm(dim=-1))[1:].median()))
+    e, last = cache["embed"][0], cache[f"blocks.{L - 1}.resid_post"][0]
+    cos = float(F.cosine_similarity(last, e, dim=-1)[1:].mean())
+    t.say(f"final stream = embedding + Σ every layer's attention and MLP output (relative difference {diff:.1e})")
+    t.say("size of each layer's update / size of the stream it reads: " + " ".join(f"{r:.2f}" for r in ratio[::3]))
+    t.say(f"(SmolLM2's block 0 rewrites the raw embedding: the final stream's cosine with it is {cos:.2f})")
+    t.figure(curves_figure({"|layer's update| / |stream|": (list(range(L)), ratio)}, "layer", "ratio (median over tokens)",
+                           "SmolLM2: each layer adds a correction to the residual stream (T7)"), "t7_residual.png")
+    return {"sum_diff": diff, "update_ratio": ratio, "cosine_with_embedding": cos}
 
 
 def t8(t: Tour) -> dict:
@@ -608,7 +618,7 @@ def t14(t: Tour) -> dict:
 def t15(t: Tour) -> dict:
     """One head's data flow."""
     s = t.smol()
-    ids = t.ids("The cat sat")
+    ids = t.ids("The cat sat on the mat")
     _, cache = s.model.run_with_cache(ids, names=["blocks.0.resid_pre"] + [f"blocks.0.attn.{n}" for n in
                                                                         ("q", "k", "v", "scores", "pattern", "z", "out")])
     shape = {n.rsplit(".", 1)[-1]: tuple(v.shape) for n, v in cache.items()}

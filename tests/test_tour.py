@@ -132,6 +132,12 @@ def test_t6_causal(facts):
 
 
 @pytest.mark.slow  # shares the module's tour: a trained toy model and every stop (~30 s)
+def test_t7_stream_is_the_sum_of_the_layers(facts):
+    assert facts["T7"]["sum_diff"] < 1e-5
+    assert len(facts["T7"]["update_ratio"]) == 2 and all(r > 0 for r in facts["T7"]["update_ratio"])
+
+
+@pytest.mark.slow  # shares the module's tour: a trained toy model and every stop (~30 s)
 def test_t8_n_by_n(facts):
     s = facts["T8"]["scores"]
     assert s[-1] == s[-2] and facts["T8"]["pattern"] == s
