@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import os
 import subprocess
 import sys
@@ -48,7 +47,7 @@ class TrainConfig:
     preset: str = "baby"
     n_layers: int | None = 4
     n_heads: int | None = 4
-    d_model: int | None = 192
+    d_model: int | None = 128
     n_ctx: int | None = 128
     d_mlp: int | None = None
     n_kv_heads: int | None = None
@@ -64,22 +63,22 @@ class TrainConfig:
     # optimisation
     batch_size: int = 32  # sequences per micro-batch, per process
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_steps: int = 1600
+    max_steps: int = 750
     lr: float = 2e-3
     min_lr: float = 1e-4
-    warmup_steps: int = 50
+    warmup_steps: int = 30
     decay_steps: int = 0  # where the cosine reaches min_lr; 0: max_steps
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0: no clipping
     # evaluation and logging
-    eval_every: int = 200
+    eval_every: int = 150
     eval_batches: int = 8  # batches of batch_size validation windows, the same ones every time
     max_seconds: float = 0.0  # > 0: end the run (with a last evaluation and checkpoint) after this long
     # run folder
     out_dir: str = ""  # "" : runs/<data>-<date>-<time>
-    checkpoint_every: int = 400
+    checkpoint_every: int = 250
     keep_checkpoints: int = 3
     # system
     seed: int = 1337

@@ -1,0 +1,120 @@
+"""Speedrun: the lowest validation loss on Tiny Shakespeare (character level) in 5 minutes of wall time.
+
+The validation split is the last 10% of the text (as nanoGPT's). The recipe is glassgpt/configs/speedrun.toml
+(architecture, optimiser, schedule, batch, context, dtype); the only thing this script adds is fitting the
+schedule to the clock: after a few steps it measures the step time and sets max_steps (and the cosine's end)
+so that training plus the final evaluation end inside the budget; a hard time limit backs that up.
+The reported loss is the mean next-token loss over *every* non-overlapping window of the validation split.
+
+    .venv/bin/python benchmarks/speedrun.py                  # 300 s, 2 threads
+    .venv/bin/python benchmarks/speedrun.py --seconds 60     # a quicker look
+
+Writes benchmarks/results/speedrun.json and docs/speedrun-loss.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glassgpt.data import prepare, windows
+from glassgpt.train import make_config, next_token_loss, plot_losses, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+class FitToBudget:
+    """After `probe` steps, set max_steps and decay_steps so that the run ends `reserve_s` before the budget."""
+
+    def __init__(self, budget_s: float, reserve_s: float, probe: int = 20, val_steps: float = 0.0):
+        self.budget, self.reserve, self.probe = budget_s, reserve_s, probe
+        self.val_steps = val_steps  # the final evaluation's cost in training steps (a forward is ~1/3 of a step)
+        self.t0 = time.perf_counter()
+        self.marks: dict[int, float] = {}
+        self.deadline = self.t0 + budget_s - reserve_s
+
+    def on_step(self, trainer, step, metrics) -> None:
+        self.marks[step] = time.perf_counter()
+        if step == self.probe:
+            rate = (self.marks[step] - self.marks[5]) / (step - 5)  # s/step, after the first slow steps
+            left = self.budget - self.reserve - self.val_steps * rate - (self.marks[step] - self.t0)
+            trainer.max_steps = trainer.decay_steps = step + max(1, int(left / rate))
+            self.deadline = self.marks[step] + left  # a hard stop too, should the machine slow down
+            print(f"fit to budget: {rate * 1000:.0f} ms/step → max_steps = {trainer.max_steps}", flush=True)
+        if self.marks[step] > self.deadline:
+            trainer.should_stop = True
+
+
+@torch.no_grad()
+def full_val_loss(model, val: np.ndarray, n_ctx: int, dtype: str, batch: int = 64) -> float:
+    """Mean loss over every non-overlapping window of the validation split (with the run's autocast)."""
+    starts = np.arange(0, len(val) - n_ctx - 1, n_ctx)
+    total = 0.0
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+        for i in range(0, len(starts), batch):
+            x, y = windows(val, starts[i:i + batch], n_ctx)
+            total += next_token_loss(model, (x, y)).item() * len(x)
+    return total / len(starts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config", default="speedrun")
+    ap.add_argument("overrides", nargs="*", help="TrainConfig overrides, as key=value")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    from glassgpt.train import parse_overrides
+
+    wall0 = time.perf_counter()
+    data = prepare(SHAKESPEARE, tokenizer="char", val_fraction=0.1)  # cached after the first time
+    out = Path(tempfile.mkdtemp(prefix="speedrun-"))
+    cfg = make_config(args.config, {"data": str(data), "out_dir": str(out), "threads": args.threads,
+                                    **parse_overrides([f"--{o}" for o in args.overrides])})
+    budget = args.seconds - (time.perf_counter() - wall0)
+    n_val = int(json.loads((data / "manifest.json").read_text())["split"]["val_tokens"])
+    val_steps = n_val / (cfg.batch_size * cfg.n_ctx) / 2.5  # forward only, bigger batches
+    fit = FitToBudget(budget, reserve_s=3.0, val_steps=val_steps)
+
+    from glassgpt import train as T
+
+    original = T.Run.make_callbacks
+    T.Run.make_callbacks = lambda self: [fit] + original(self)
+    try:
+        run = train(cfg)
+    finally:
+        T.Run.make_callbacks = original
+    val = full_val_loss(run.model, run.data.val, run.train_ctx, cfg.dtype)
+    wall = time.perf_counter() - wall0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records.append({"step": run.trainer.step, "val_loss": val})
+    docs = ROOT / "docs"
+    plot_losses(records, docs / "speedrun-loss.png",
+                title=f"speedrun: Tiny Shakespeare (char), val loss {val:.3f} in {wall:.0f} s on {args.threads} threads")
+    steps = run.trainer.step
+    result = {"val_loss": val, "wall_s": wall, "steps": steps, "tokens": steps * cfg.batch_size * run.train_ctx,
+              "threads": args.threads, "budget_s": args.seconds, "config": cfg.to_dict(),
+              "model": run.model_cfg.to_dict(), "parameters": run.model.num_params(), "torch": torch.__version__,
+              "curve": [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speedrun.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nval loss {val:.4f} (all {len(run.data.val):,} validation characters) after {steps} steps, "
+          f"{result['tokens']:,} training tokens, {wall:.1f} s wall")
+    print("wrote benchmarks/results/speedrun.json and docs/speedrun-loss.png")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
