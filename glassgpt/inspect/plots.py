@@ -264,7 +264,7 @@ def curves_figure(series: dict[str, tuple[list[float], list[float]]], xlabel: st
     return fig
 
 
-def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+def save(fig: Figure, path: str | Path, dpi: int = 90) -> Path:
     """Render to PNG atomically."""
     import io as _io
 

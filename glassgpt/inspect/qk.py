@@ -179,7 +179,7 @@ def qk_figure(records: list[dict]):
     L = len(records[0][keys[0]])
     cols = 3
     rows = -(-len(keys) // cols)
-    fig = Figure(figsize=(4.2 * cols, 2.8 * rows), layout="constrained")
+    fig = Figure(figsize=(3.4 * cols, 2.3 * rows), layout="constrained")
     for n, key in enumerate(keys):
         ax = fig.add_subplot(rows, cols, n + 1)
         for layer in range(L):
