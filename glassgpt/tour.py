@@ -91,6 +91,11 @@ def default_data() -> str:
 
 def train_toy(run_dir: Path, data: str, seconds: float, log=print, **overrides) -> Toy:
     """A 4-layer character model trained for `seconds` (or max_steps) with Q/K tracked every 25 steps."""
+    import json
+
+    import numpy as np
+
+    from .inspect.qk import read_records
     from .train import TrainConfig, train
 
     settings = dict(data=data, tokenizer="char", n_layers=4, n_heads=4, d_model=128, n_ctx=64, batch_size=16,
@@ -103,12 +108,6 @@ def train_toy(run_dir: Path, data: str, seconds: float, log=print, **overrides) 
     run = train(cfg, log=lambda m: None)
     torch.manual_seed(cfg.seed)  # the run's own initialisation, replayed
     untrained = GPT(run.model_cfg).eval()
-    from .inspect.qk import read_records
-
-    import json
-
-    import numpy as np
-
     metrics = [json.loads(x) for x in (run.out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     val, train_ids = run.data.val, np.asarray(run.data.train)
     sample = run.tokenizer.decode([int(i) for i in val[:2000]])

@@ -151,6 +151,15 @@ def test_t14_t16_tracked_and_gradient(facts, tour):
     assert facts["T16"]["grad_diff"] < 1e-8
 
 
+@pytest.mark.slow  # shares the module's tour: a trained toy model and every stop (~30 s)
+def test_untrained_twin_is_the_runs_starting_point(tour):
+    from glassgpt.inspect.qk import qk_geometry
+
+    toy = tour.toy()
+    assert toy.qk[0]["step"] == 0
+    assert qk_geometry(toy.untrained)["norm_Q"] == toy.qk[0]["norm_Q"]  # recorded before the first step
+
+
 def test_t13_heads_experiment_equal_parameters(tmp_path):
     from glassgpt.inspect.multihead import train_heads
 
