@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = actions.add_parser("train", help="train a translator (digits-to-words, words-to-digits) or a classifier (sorted)")
     t.add_argument("--task", default="digits-to-words", help="digits-to-words (default), words-to-digits, sorted")
     t.add_argument("--out", help="run folder to write (default runs/seq2seq-<task>)")
-    t.add_argument("--steps", type=int, help="optimizer steps (default 600 for translation, 1500 for sorted)")
+    t.add_argument("--steps", type=int, help="optimizer steps (default 600 for translation, 3000 for sorted)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int, default=0)

@@ -164,4 +164,4 @@ def accuracy(model: PoolingClassifier, task: Task, n: int = 2000, seed: int = 10
 
 
 def default_train_config(task: TaskConfig) -> TrainConfig:
-    return TrainConfig() if task.name != "sorted" else TrainConfig(steps=1500, batch_size=64, lr=2e-3)
+    return TrainConfig() if task.name != "sorted" else TrainConfig(steps=3000, batch_size=64, lr=3e-3, warmup=50)
