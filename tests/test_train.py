@@ -94,8 +94,8 @@ def test_bundled_configs_are_valid_and_the_default_is_spelled_out():
 
 def test_run_folder_holds_everything(tmp_path, corpus, capsys):
     run = tmp_path / "run"
-    assert main(["train", f"--data={corpus}", f"--out-dir={run}", "--max-steps=12", "--eval-every=6",
-                 "--checkpoint-every=6", "--sample-tokens=40", "--lr=1e-2"] + TINY[:-2]) == 0
+    assert main(["train", f"--data={corpus}", f"--out-dir={run}", "--max-steps=8", "--eval-every=4",
+                 "--checkpoint-every=4", "--sample-tokens=40", "--lr=1e-2"] + TINY[:-2]) == 0
     out = capsys.readouterr().out
     assert "a sample from the trained model" in out
     names = {p.name for p in run.iterdir()}
@@ -103,12 +103,12 @@ def test_run_folder_holds_everything(tmp_path, corpus, capsys):
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = json.loads((run / "run.json").read_text())
     assert info["version"]["glassgpt"] and info["model"]["d_model"] == 32
-    assert json.loads((run / "train_config.json").read_text())["max_steps"] == 12
-    assert [p.name for p in list_checkpoints(run)] == ["step_0000006", "step_0000012"]
+    assert json.loads((run / "train_config.json").read_text())["max_steps"] == 8
+    assert [p.name for p in list_checkpoints(run)] == ["step_0000004", "step_0000008"]
     val = [r["val_loss"] for r in metrics(run) if "val_loss" in r]
-    assert len(val) == 3 and val[-1] < val[0]  # evaluated at 0, 6, 12; it learned something
+    assert len(val) == 3 and val[-1] < val[0]  # evaluated at 0, 4, 8; it learned something
     assert val[0] == pytest.approx(np.log(len(set(corpus.read_text()))), abs=0.3)  # untrained ≈ uniform
-    assert sorted(step_losses(run)) == list(range(1, 13))
+    assert sorted(step_losses(run)) == list(range(1, 9))
     capsys.readouterr()
     assert main(["sample", "--run", str(run), "--max-new-tokens=30", "--seed=1", "--prompt=the"]) == 0
     assert capsys.readouterr().out.startswith("the")
