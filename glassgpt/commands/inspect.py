@@ -220,8 +220,9 @@ def run_embed(args) -> int:
     if args.along:
         pairs = _pairs(args.along)
         d = embed.direction(model, tok, pairs, sp)
-        name = " + ".join(f"({b} − {a})" for a, b in pairs)
-        print(f"\ndirection {name}" + (f" / {len(pairs)}" if len(pairs) > 1 else "") + f": |d| = {float(d.norm()):.3f}")
+        name = ", ".join(f"{b} − {a}" for a, b in pairs)
+        name = f"mean of ({name})" if len(pairs) > 1 else name
+        print(f"\ndirection {name}: |d| = {float(d.norm()):.3f}")
         if args.project:
             values = embed.project(model, tok, args.project, d, sp)
             for w, v in sorted(values, key=lambda x: x[1]):
