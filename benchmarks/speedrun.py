@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -79,6 +80,7 @@ def main() -> None:
     from glassgpt.train import parse_overrides
 
     wall0 = time.perf_counter()
+    load_before = os.getloadavg()[0]  # other work on the machine slows the run and so raises the loss
     data = prepare(SHAKESPEARE, tokenizer="char", val_fraction=0.1)  # cached after the first time
     out = Path(tempfile.mkdtemp(prefix="speedrun-"))
     cfg = make_config(args.config, {"data": str(data), "out_dir": str(out), "threads": args.threads,
@@ -105,7 +107,8 @@ def main() -> None:
                 title=f"speedrun: Tiny Shakespeare (char), val loss {val:.3f} in {wall:.0f} s on {args.threads} threads")
     steps = run.trainer.step
     result = {"val_loss": val, "wall_s": wall, "steps": steps, "tokens": steps * cfg.batch_size * run.train_ctx,
-              "threads": args.threads, "budget_s": args.seconds, "config": cfg.to_dict(),
+              "threads": args.threads, "budget_s": args.seconds,
+              "load_average_1min": [load_before, os.getloadavg()[0]], "config": cfg.to_dict(),
               "model": run.model_cfg.to_dict(), "parameters": run.model.num_params(), "torch": torch.__version__,
               "curve": [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]}
     RESULTS.mkdir(parents=True, exist_ok=True)

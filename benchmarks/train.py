@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from glassgpt.config import preset
 from glassgpt.data import BatchSampler
 from glassgpt.model import GPT
-from glassgpt.train import next_token_loss
+from glassgpt.train import compile_blocks, next_token_loss
 from glassgpt.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +79,10 @@ def measure(name: str, preset_name: str, batch: int, compile: bool, steps: int, 
     torch.manual_seed(0)
     model = GPT(preset(preset_name, d_vocab=vocab)).to(device)
     T = model.cfg.n_ctx
-    forward = torch.compile(model) if compile else model
+    if compile:
+        compile_blocks(model)
     sampler = BatchSampler(tokens, T, batch, seed=0, device=device)
-    trainer = Trainer(forward, next_token_loss, sampler, max_steps=10 ** 9, lr=1e-3, warmup_steps=10,
+    trainer = Trainer(model, next_token_loss, sampler, max_steps=10 ** 9, lr=1e-3, warmup_steps=10,
                       autocast_dtype=dtype)
     for _ in range(warmup):
         trainer.train_step()
@@ -106,6 +108,7 @@ def main() -> None:
     args = ap.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    load_before = (os.getloadavg()[0],)  # other work on the machine lowers every number here
     rows = []
     if device == "cpu":
         torch.set_num_threads(args.threads)
@@ -133,7 +136,8 @@ def main() -> None:
         peak_name = "bf16 matmul peak"
     for r in rows:
         r["mfu"] = r["achieved_gflops"] / peak
-    print(f"\n{hardware}; {peak_name} {peak:.1f} GFLOP/s (measured in this run)\n")
+    print(f"\n{hardware}; {peak_name} {peak:.1f} GFLOP/s (measured in this run); "
+          f"load average {load_before[0]:.1f} → {os.getloadavg()[0]:.1f}\n")
     print(f"| case | batch × context | compile | ms/step | tokens/s | GFLOP/s | MFU |")
     print(f"|---|---|---|---|---|---|---|")
     for r in rows:
@@ -142,6 +146,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"train-{device}.json"
     out.write_text(json.dumps({"hardware": hardware, "peak_gflops": peak, "peak": peak_name,
+                               "load_average_1min": load_before + (os.getloadavg()[0],),
                                "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
 

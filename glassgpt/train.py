@@ -34,6 +34,13 @@ MODEL_FIELDS = ("n_layers", "n_heads", "d_model", "n_ctx", "d_mlp", "n_kv_heads"
                 "dropout", "attn_bias", "mlp_bias", "tie_embeddings", "rope_theta")
 
 
+def say(message: str) -> None:
+    """Print a line without breaking the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(message)
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run. The defaults pre-train a character-level model on Shakespeare
@@ -341,7 +348,7 @@ def next_token_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Ten
 class Run:
     """One training run: everything `train()` sets up, kept together so callbacks and tests can reach it."""
 
-    def __init__(self, cfg: TrainConfig, resume: str | None = None, latest_good: bool = False, log=print):
+    def __init__(self, cfg: TrainConfig, resume: str | None = None, latest_good: bool = False, log=say):
         from .checkpoint import latest_checkpoint, load_weights
         from .data import BatchSampler, open_data, prepare, resolve_data
         from .model import GPT
@@ -400,7 +407,7 @@ class Run:
 
         self.forward_model: torch.nn.Module = self.model
         if cfg.compile:
-            self.forward_model = torch.compile(self.model)
+            compile_blocks(self.model)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -499,6 +506,13 @@ class Run:
         return prompt + "".join(sliding_stream(self.model, self.tokenizer, prompt, cfg))
 
 
+def compile_blocks(model) -> None:
+    """torch.compile each block and the unembedding in place (the weights keep their names; the token
+    checks in GPT.forward stay eager, where they cannot force a recompilation for every new batch)."""
+    for module in [*model.blocks, model.unembed]:
+        module.compile()
+
+
 def make_qk_tracker(run_dir: Path, model, tokenizer, every: int):
     try:
         from .inspect.qk import QKTracker
@@ -522,7 +536,7 @@ class TimeLimit:
 class MetricsLog:
     """metrics.jsonl (one JSON object per step and per evaluation) and loss.png, redrawn at every evaluation."""
 
-    def __init__(self, run_dir: Path, keep_until: int = 0, log=print):
+    def __init__(self, run_dir: Path, keep_until: int = 0, log=say):
         from .io import write_atomic
 
         self.path, self.png, self.log = Path(run_dir) / "metrics.jsonl", Path(run_dir) / "loss.png", log
@@ -613,7 +627,7 @@ class ProgressBar:
 # ----------------------------------------------------------------------------- the entry point
 
 
-def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False, log=print) -> Run:
+def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False, log=say) -> Run:
     """Set up the run, train, write the last checkpoint and plot; returns the Run (model, trainer, folder)."""
     run = Run(cfg, resume=resume, latest_good=latest_good, log=log)
     if run.dist.main:

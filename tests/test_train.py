@@ -232,3 +232,23 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, corpus):
     full, resumed = step_losses(tmp_path / "full"), step_losses(killed)
     assert sorted(resumed) == list(range(1, 31))
     assert [resumed[s] for s in range(1, 31)] == [full[s] for s in range(1, 31)]
+
+
+def _three_steps(tmp_path, corpus, name, *extra) -> dict[int, float]:
+    assert main(["train", f"--data={corpus}", f"--out-dir={tmp_path / name}", "--max-steps=3", "--eval-every=0",
+                 "--checkpoint-every=0"] + TINY + list(extra)) == 0
+    return step_losses(tmp_path / name)
+
+
+def test_bfloat16_autocast_tracks_float32(tmp_path, corpus):
+    fp32 = _three_steps(tmp_path, corpus, "fp32")
+    bf16 = _three_steps(tmp_path, corpus, "bf16", "--dtype=bfloat16")
+    assert fp32 != bf16  # autocast really ran in bfloat16 ...
+    assert all(abs(fp32[s] - bf16[s]) < 0.05 for s in fp32)  # ... and computed the same thing, roughly
+
+
+@pytest.mark.slow
+def test_compile_matches_eager(tmp_path, corpus):
+    eager = _three_steps(tmp_path, corpus, "eager")
+    compiled = _three_steps(tmp_path, corpus, "compiled", "--compile")
+    assert all(abs(eager[s] - compiled[s]) < 1e-4 for s in eager)

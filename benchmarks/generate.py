@@ -1,0 +1,258 @@
+"""Generation speed on SmolLM2-135M-Instruct: glassgpt vs transformers, same GGUF, fp32, 2 threads.
+
+    .venv/bin/python benchmarks/generate.py            # full run (a few minutes), table + JSON + plot
+    .venv/bin/python benchmarks/generate.py --quick    # fewer repeats, shorter contexts
+
+Each implementation runs in its own process so its peak RSS is its own. Measured:
+prefill tokens/s (a 256-token prompt, one forward pass), decode tokens/s (128 new tokens,
+one token a step with the KV cache), median of several runs; and decode time per token as
+the context grows (plot). Modes: glassgpt fp32 and transformers fp32; with --int8 also an
+int8 weight-only experiment (per-column scales, torch._weight_int8pack_mm), which lives here only.
+Writes benchmarks/results/generate.json and benchmarks/results/decode_vs_context.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
+        "it was the season of Darkness, it was the spring of hope, it was the winter of despair. ") * 200
+
+
+# ----------------------------------------------------------------------------- the implementations
+
+
+class Ours:
+    def __init__(self, int8: bool = False):
+        from glassgpt.load import load_model
+
+        self.loaded = load_model(None)
+        self.model = self.loaded.model
+        if int8:
+            quantise_int8(self.model)
+
+    def tokens(self, n: int) -> list[int]:
+        return self.loaded.tokenizer.encode(TEXT)[:n]
+
+    def prefill(self, ids: list[int]):
+        cache = self.model.new_cache()
+        logits = self.model(torch.tensor([ids]), cache=cache)
+        return logits[:, -1], cache
+
+    def step(self, token: int, cache):
+        return self.model(torch.tensor([[token]]), cache=cache)[:, -1]
+
+    def logits(self, ids):
+        return self.model(torch.tensor([ids]))
+
+
+class Theirs:
+    def __init__(self):
+        from transformers import AutoModelForCausalLM
+
+        from glassgpt.convert.gguf import default_gguf_path
+        from glassgpt.load import load_model
+
+        path = default_gguf_path()
+        self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                          dtype=torch.float32).eval()
+        self.tok = load_model(None).tokenizer  # same ids (tested); the glassgpt model is dropped here
+
+    def tokens(self, n: int) -> list[int]:
+        return self.tok.encode(TEXT)[:n]
+
+    def prefill(self, ids):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = self.model(torch.tensor([ids]), past_key_values=cache, use_cache=True)
+        return out.logits[:, -1], out.past_key_values
+
+    def step(self, token, cache):
+        out = self.model(torch.tensor([[token]]), past_key_values=cache, use_cache=True)
+        return out.logits[:, -1]
+
+
+# ----------------------------------------------------------------------------- int8 weight-only (experiment)
+
+
+class Int8Linear(torch.nn.Module):
+    """y = x·W with W stored as int8 rows and one fp32 scale per output column: 4× fewer bytes to read."""
+
+    def __init__(self, W: torch.Tensor):  # W: (d_in, d_out), ours
+        super().__init__()
+        Wt = W.detach().T.contiguous()  # (d_out, d_in)
+        scale = Wt.abs().amax(dim=1).clamp(min=1e-12) / 127  # (d_out,)
+        self.q = torch.round(Wt / scale[:, None]).to(torch.int8)  # (d_out, d_in)
+        self.scale = scale
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]).contiguous(), self.q, self.scale)
+        return y.view(*shape[:-1], -1)
+
+
+def quantise_int8(model) -> None:
+    """Swap every attention and MLP matrix for an Int8Linear by wrapping the projection the model calls."""
+    import glassgpt.model as M
+
+    plain = M._project
+    table: dict[int, Int8Linear] = {}  # id of the Parameter object → its int8 version
+    for block in model.blocks:
+        for owner, names in ((block.attn, ("W_Q", "W_K", "W_V", "W_O")), (block.mlp, ("W_gate", "W_up", "W_down"))):
+            for name in names:
+                W = getattr(owner, name)
+                if W is not None:
+                    table[id(W)] = Int8Linear(W)
+                    W.data = torch.empty(0)  # the fp32 copy is no longer needed
+
+    def project(x, W, b):
+        q = table.get(id(W))
+        if q is None:
+            return plain(x, W, b)
+        y = q(x)
+        return y if b is None else y + b
+
+    M._project = project
+
+
+# ----------------------------------------------------------------------------- measuring one implementation
+
+
+def measure(impl: str, repeats: int, contexts: list[int]) -> dict:
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    runner = Theirs() if impl == "transformers" else Ours(int8=impl == "glassgpt-int8")
+    load_s = time.perf_counter() - t0
+    prompt = runner.tokens(256)
+    prefill, decode = [], []
+    with torch.inference_mode():
+        runner.prefill(prompt[:16])  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            logits, cache = runner.prefill(prompt)
+            prefill.append(len(prompt) / (time.perf_counter() - t))
+            token = int(logits.argmax())
+            t = time.perf_counter()
+            for _ in range(128):
+                token = int(runner.step(token, cache).argmax())
+            decode.append(128 / (time.perf_counter() - t))
+        per_token = {}
+        long_prompt = runner.tokens(max(contexts) + 8)
+        for n in contexts:
+            _, cache = runner.prefill(long_prompt[:n])
+            times = []
+            token = long_prompt[n]
+            for _ in range(4):
+                t = time.perf_counter()
+                token = int(runner.step(token, cache).argmax())
+                times.append(time.perf_counter() - t)
+            per_token[n] = statistics.median(times) * 1000
+    return {"impl": impl, "load_s": round(load_s, 1), "prefill_tok_s": round(statistics.median(prefill), 1),
+            "decode_tok_s": round(statistics.median(decode), 1), "decode_ms_by_context": per_token,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "weights_mb": weights_mb(runner)}
+
+
+def weights_mb(runner) -> int:
+    if isinstance(runner, Theirs):
+        return round(sum(p.numel() * p.element_size() for p in runner.model.parameters()) / 2**20)
+    return round(sum(p.numel() * p.element_size() for p in runner.model.parameters()) / 2**20)
+
+
+def drift() -> dict:
+    """int8 vs fp32 on the same prompts: the largest logit difference and whether greedy outputs agree."""
+    from glassgpt.generate import SampleConfig, generate_ids
+
+    torch.set_num_threads(2)
+    fp32, int8 = Ours(), Ours(int8=True)
+    prompts = ["The capital of France is", "北京是中国的首都", fp32.loaded.tokenizer.decode(fp32.tokens(200))]
+    worst, same = 0.0, []
+    cfg = SampleConfig(max_new_tokens=8, temperature=0)
+    with torch.inference_mode():
+        for p in prompts:
+            ids = fp32.loaded.tokenizer.encode(p)
+            worst = max(worst, (fp32.logits(ids) - int8.logits(ids)).abs().max().item())
+            a = [int(s[0]) for s in generate_ids(fp32.model, [ids], cfg)]
+            b = [int(s[0]) for s in generate_ids(int8.model, [ids], cfg)]
+            same.append(a == b)
+    return {"max_logit_drift": round(worst, 4), "greedy_32_identical": same}
+
+
+# ----------------------------------------------------------------------------- the table and the plot
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--int8", action="store_true", help="also measure the int8 weight-only experiment (slow on "
+                                                        "torch 2.13 CPU kernels)")
+    ap.add_argument("--impl", help=argparse.SUPPRESS)  # child process: measure one implementation
+    ap.add_argument("--drift", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    repeats, contexts = (2, [128, 512]) if args.quick else (3, [128, 512, 1024, 1536, 2040])
+    if args.impl:  # a child: print the row and keep it, so a long run is never lost
+        row = measure(args.impl, repeats, contexts)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"generate-{args.impl}.json").write_text(json.dumps(row, indent=2) + "\n")
+        print(json.dumps(row))
+        return
+    if args.drift:
+        print(json.dumps(drift()))
+        return
+    rows = []
+    impls = ("glassgpt-fp32", "glassgpt-int8", "transformers") if args.int8 else ("glassgpt-fp32", "transformers")
+    for impl in impls:
+        out = subprocess.run([sys.executable, __file__, "--impl", impl] + (["--quick"] if args.quick else []),
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"measured {impl}", file=sys.stderr)
+    result = {"machine": f"{torch.get_num_threads()} threads available, 2 used; torch {torch.__version__}",
+              "rows": rows}
+    if args.int8:
+        out = subprocess.run([sys.executable, __file__, "--drift"], capture_output=True, text=True, check=True)
+        result["int8"] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{'implementation':<16} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MB':>12} {'weights MB':>11}")
+    for r in rows:
+        print(f"{r['impl']:<16} {r['prefill_tok_s']:>14} {r['decode_tok_s']:>13} {r['peak_rss_mb']:>12} "
+              f"{r['weights_mb']:>11}")
+    print("decode ms/token by context:", {r["impl"]: r["decode_ms_by_context"] for r in rows})
+    if "int8" in result:
+        print("int8 vs fp32:", result["int8"])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "generate.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(rows, RESULTS / "decode_vs_context.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        xs = sorted(int(k) for k in r["decode_ms_by_context"])
+        ax.plot(xs, [r["decode_ms_by_context"][k] if k in r["decode_ms_by_context"] else
+                     r["decode_ms_by_context"][str(k)] for k in xs], marker="o", label=r["impl"])
+    ax.set_xlabel("tokens in the context")
+    ax.set_ylabel("decode time per token (ms)")
+    ax.set_title("SmolLM2-135M, 2 CPU threads")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
