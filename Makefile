@@ -13,7 +13,7 @@ $(BIN)/glassgpt: pyproject.toml
 	touch $(BIN)/glassgpt
 
 run: $(BIN)/glassgpt
-	$(BIN)/glassgpt model --preset gpt2
+	$(BIN)/glassgpt chat
 
 test: $(BIN)/glassgpt
 	$(BIN)/python -m pytest -q -m "not slow"
