@@ -58,7 +58,8 @@ def translation(task_name: str, beam_examples: int, draw: bool) -> dict:
             plots.plot_alignment(plots.alignment(model, task, source, ids), DOCS / name)
     return {
         "task": task_name, "params": model.num_params(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
-        "train_seconds": round(log["train_seconds"], 1), "train_cpu_seconds": round(cpu, 1), "final_loss": round(sum(log["losses"][-20:]) / 20, 5),
+        "train_seconds": round(log["train_seconds"], 1), "train_cpu_seconds": round(cpu, 1),
+        "final_loss": round(sum(log["losses"][-20:]) / 20, 5),
         "held_out": len(task.test_numbers), "greedy_exact_match": greedy_em, "greedy_seconds": round(greedy_s, 2),
         "beam4_examples": len(numbers), "beam4_exact_match": beam_right / len(numbers),
         "wrong_examples": [list(w) for w in wrong[:10]],
