@@ -54,9 +54,9 @@ def train(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("seed", args.seed)) if v is not None}
     cfg = T.TrainConfig(**{**cfg.to_dict(), **changes})
-    sizes = {"d_model": args.d_model} if args.d_model else {}
     if args.d_model is not None and args.d_model <= 0:
         raise GlassError(f"--d-model must be a positive integer, got {args.d_model}")
+    sizes = {"d_model": args.d_model} if args.d_model else {}
     out = Path(args.out or f"runs/seq2seq-{task.name}")
     every = max(1, cfg.steps // 10)
 

@@ -38,8 +38,7 @@ def greedy(model: EncoderDecoder, src: torch.Tensor, bos_id: int, eos_id: int, m
     use_cache=False reruns the decoder on the whole prefix each step (the slow reference).
     """
     B = src.shape[0]
-    max_len = max_len or model.cfg.tgt_ctx
-    max_len = min(max_len, model.cfg.tgt_ctx)  # the decoder reads at most tgt_ctx tokens (<bos> included)
+    max_len = min(max_len or model.cfg.tgt_ctx, model.cfg.tgt_ctx)  # the decoder reads at most tgt_ctx tokens
     memory, src_mask = model.encode(src)
     cache, cross_cache = model.new_caches() if use_cache else (None, None)
     tgt = torch.full((B, 1), bos_id, device=src.device)  # (B, 1): <bos>
