@@ -34,24 +34,28 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 class FitToBudget:
-    """After `probe` steps, set max_steps and decay_steps so that the run ends `reserve_s` before the budget."""
+    """Fit the schedule to the clock: from step `probe` on, every `every` steps, measure the recent step time
+    and set max_steps (and the cosine's end) so that training plus the final evaluation end inside the budget.
+    If the machine speeds up or slows down, the remaining steps follow; a hard deadline backs this up."""
 
-    def __init__(self, budget_s: float, reserve_s: float, probe: int = 20, val_steps: float = 0.0):
-        self.budget, self.reserve, self.probe = budget_s, reserve_s, probe
+    def __init__(self, budget_s: float, reserve_s: float, probe: int = 20, every: int = 10, val_steps: float = 0.0):
+        self.budget, self.reserve, self.probe, self.every = budget_s, reserve_s, probe, every
         self.val_steps = val_steps  # the final evaluation's cost in training steps (a forward is ~1/3 of a step)
         self.t0 = time.perf_counter()
         self.marks: dict[int, float] = {}
         self.deadline = self.t0 + budget_s - reserve_s
 
     def on_step(self, trainer, step, metrics) -> None:
-        self.marks[step] = time.perf_counter()
-        if step == self.probe:
-            rate = (self.marks[step] - self.marks[5]) / (step - 5)  # s/step, after the first slow steps
-            left = self.budget - self.reserve - self.val_steps * rate - (self.marks[step] - self.t0)
-            trainer.max_steps = trainer.decay_steps = step + max(1, int(left / rate))
-            self.deadline = self.marks[step] + left  # a hard stop too, should the machine slow down
-            print(f"fit to budget: {rate * 1000:.0f} ms/step → max_steps = {trainer.max_steps}", flush=True)
-        if self.marks[step] > self.deadline:
+        now = self.marks[step] = time.perf_counter()
+        if step >= self.probe and step % self.every == 0:
+            since = max(5, step - 5 * self.every)  # the last ~50 steps (skipping the first, slow ones)
+            rate = (now - self.marks[since]) / (step - since)  # s/step
+            self.deadline = self.t0 + self.budget - self.reserve - self.val_steps * rate
+            steps = step + max(1, int((self.deadline - now) / rate))
+            if step == self.probe:
+                print(f"fit to budget: {rate * 1000:.0f} ms/step → about {steps} steps", flush=True)
+            trainer.max_steps = trainer.decay_steps = max(steps, step + 1)
+        if now > self.deadline:
             trainer.should_stop = True
 
 
@@ -87,7 +91,7 @@ def main() -> None:
                                     **parse_overrides([f"--{o}" for o in args.overrides])})
     budget = args.seconds - (time.perf_counter() - wall0)
     n_val = int(json.loads((data / "manifest.json").read_text())["split"]["val_tokens"])
-    val_steps = n_val / (cfg.batch_size * cfg.n_ctx) / 2.5  # forward only, bigger batches
+    val_steps = n_val / (cfg.batch_size * cfg.n_ctx) / 3  # forward only
     fit = FitToBudget(budget, reserve_s=3.0, val_steps=val_steps)
 
     from glassgpt import train as T
