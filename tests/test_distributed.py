@@ -54,7 +54,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two fresh processes import torch: ~10-30 s on 2 shared cores
+@pytest.mark.slow  # two fresh processes import torch and start gloo: ~10 s, more on a busy machine
 def test_two_processes_equal_one_with_the_combined_batch(tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)

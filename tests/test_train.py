@@ -210,7 +210,6 @@ def test_init_from_hf_gpt2_folder(tmp_path, corpus):
     assert (run / "tokenizer.json").is_file()
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, corpus):
     common = [f"--data={corpus}", "--checkpoint-every=5", "--eval-every=0", "--decay-steps=30", "--threads=1"] + TINY
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
