@@ -148,7 +148,8 @@ def generate_ids(
     done = torch.zeros(B, dtype=torch.bool, device=device)
 
     cache = model.new_cache()
-    logits = model(tokens, cache=cache, positions=positions, key_mask=key_mask if padded else None)[:, -1]
+    logits = model(tokens, cache=cache, positions=positions, key_mask=key_mask if padded else None,
+                   last_only=True)[:, -1]
     next_pos = positions[:, -1:] + 1  # (B, 1)
     for step in range(cfg.max_new_tokens):
         ids = sampler.sample(logits, present if cfg.repetition_penalty != 1.0 else None).to(device)  # (B,)
@@ -161,7 +162,8 @@ def generate_ids(
         present[torch.arange(B, device=device), fed[:, 0]] = True
         if padded:
             key_mask = torch.cat([key_mask, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
-        logits = model(fed, cache=cache, positions=next_pos, key_mask=key_mask if padded else None)[:, -1]
+        logits = model(fed, cache=cache, positions=next_pos, key_mask=key_mask if padded else None,
+                       last_only=True)[:, -1]
         next_pos = next_pos + 1
 
 

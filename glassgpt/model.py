@@ -446,8 +446,9 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """tokens: (B, T) ids → logits (B, T, d_vocab).
+        """tokens: (B, T) ids → logits (B, T, d_vocab), or (B, 1, d_vocab) for the last position only.
 
         cache: keys and values of earlier tokens (the new ones are appended).
         positions: (B, T) absolute positions; default offset..offset+T-1.
@@ -468,6 +469,8 @@ class GPT(nn.Module):
         x = self.hook_embed(self.embed(tokens, positions))  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, positions=positions, cache=None if cache is None else cache.layers[i])
+        if last_only:  # generation needs only the next token's logits: skip T-1 rows of the biggest matmul
+            x = x[:, -1:]
         return self.unembed(x, self.embed.W_E)
 
     def check_tokens(self, tokens: torch.Tensor, offset: int = 0) -> None:

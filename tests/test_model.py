@@ -308,3 +308,9 @@ def test_training_mode_dropout_reaches_both_paths():
     assert not torch.allclose(model(tokens), model(tokens))
     model.eval()
     assert torch.equal(model(tokens), model(tokens))
+
+
+def test_last_only_gives_the_last_row_of_the_logits():
+    model = _model("llama-gqa")
+    tokens = torch.randint(0, V, (2, 11))
+    assert torch.allclose(model(tokens, last_only=True), model(tokens)[:, -1:], atol=1e-6)
