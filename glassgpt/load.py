@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .errors import CheckpointError, GlassError
 from .model import GPT
 from .tokenizer import Tokenizer, load_tokenizer
@@ -28,7 +30,23 @@ class Loaded:
     metadata: dict = field(default_factory=dict)
 
 
-def load_model(spec: str | Path | None = None) -> Loaded:
+WEIGHTS = ("fp32", "fp16")
+
+
+def load_model(spec: str | Path | None = None, weights: str = "fp32") -> Loaded:
+    """weights: "fp32" (exact; what inspection and training want) or "fp16" (weight matrices in half
+    precision, activations in fp32: about 2.5× faster decoding on a CPU; see glassgpt.fast)."""
+    if weights not in WEIGHTS:
+        raise GlassError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    loaded = _load(spec, weights)
+    if weights == "fp16":
+        from .fast import half_weights
+
+        half_weights(loaded.model, torch.float16)
+    return loaded
+
+
+def _load(spec: str | Path | None, weights: str) -> Loaded:
     if spec is None or str(spec) in ("", "smollm2", "default"):
         from .convert.gguf import default_gguf_path
 
@@ -39,7 +57,7 @@ def load_model(spec: str | Path | None = None) -> Loaded:
     if path.is_file() and path.suffix == ".gguf":
         from .convert.gguf import load_gguf
 
-        return load_gguf(path)
+        return load_gguf(path, torch.float16 if weights == "fp16" else torch.float32)
     if path.is_dir() and (path / "config.json").is_file():
         return load_hf_folder(path)
     if path.is_dir():

@@ -88,3 +88,26 @@ def test_tokenizer_ids_equal(ours, theirs):
 def test_chat_knows_the_capital_of_france(ours):
     chat = Chat(ours, sample=SampleConfig(max_new_tokens=40, temperature=0))
     assert "Paris" in chat.reply("What is the capital of France?")
+
+
+@pytest.fixture(scope="module")
+def ours_fp16():
+    return load_model(default_gguf_path(), weights="fp16")
+
+
+@pytest.mark.parametrize("name", list(PROMPTS))
+def test_fp16_weights_answer_like_fp32(ours, ours_fp16, name):
+    """chat and generate default to fp16 weights: their greedy answers must equal fp32's on these prompts."""
+    ids = ours.tokenizer.encode(_prompt(ours, name))
+    cfg = SampleConfig(max_new_tokens=32, temperature=0, stop_ids=(ours.tokenizer.eos_id,))
+    exact = [int(step[0]) for step in generate_ids(ours.model, [ids], cfg)]
+    light = [int(step[0]) for step in generate_ids(ours_fp16.model, [ids], cfg)]
+    assert light == exact
+    with torch.no_grad():
+        drift = (ours_fp16.model(torch.tensor([ids])) - ours.model(torch.tensor([ids]))).abs().max().item()
+    assert drift < 0.25  # the largest logit drift (logits span about ±30)
+
+
+def test_fp16_chat_knows_the_capital_of_france(ours_fp16):
+    chat = Chat(ours_fp16, sample=SampleConfig(max_new_tokens=40, temperature=0))
+    assert "Paris" in chat.reply("What is the capital of France?")

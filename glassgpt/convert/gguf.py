@@ -306,8 +306,11 @@ def empty_model(cfg: ModelConfig):
     return model
 
 
-def load_gguf(path: str | Path):
-    """A GGUF file of llama architecture → glassgpt.load.Loaded (fp32 model, tokenizer, chat template)."""
+def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
+    """A GGUF file of llama architecture → glassgpt.load.Loaded (model, tokenizer, chat template).
+
+    dtype: the weights' dtype as they are dequantised (float16 keeps the peak memory low; see glassgpt.fast).
+    """
     from ..load import Loaded
 
     path = Path(path)
@@ -325,7 +328,11 @@ def load_gguf(path: str | Path):
     if unknown:
         raise CheckpointError(f"{path}: tensor {unknown[0]} is not part of the llama architecture glassgpt "
                               f"loads ({len(unknown)} such tensor(s))")
-    sd = from_gguf_tensors(raw, cfg, read=lambda t: dequantize(t, path))
+    def read(t):  # matrices in dtype; norm weights (1-D) stay float32
+        x = dequantize(t, path)
+        return x.to(dtype) if x.dim() == 2 else x
+
+    sd = from_gguf_tensors(raw, cfg, read=read)
     model = empty_model(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
