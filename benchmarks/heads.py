@@ -13,7 +13,6 @@ per seed; the table shows the validation loss (mean ± spread over seeds).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time

@@ -12,7 +12,6 @@ by exact match, greedy and with beam search; optionally (--classifier) the fixed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -24,7 +23,7 @@ from glassgpt.io import write_json
 from glassgpt.seq2seq import plots
 from glassgpt.seq2seq.decode import beam_search, greedy
 from glassgpt.seq2seq.task import Task, TaskConfig
-from glassgpt.seq2seq.train import (TrainConfig, accuracy, classifier_config, default_train_config, exact_match,
+from glassgpt.seq2seq.train import (accuracy, classifier_config, default_train_config, exact_match,
                                     train_classifier, train_translator, translator_config)
 
 ROOT = Path(__file__).resolve().parents[1]

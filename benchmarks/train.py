@@ -138,8 +138,8 @@ def main() -> None:
         r["mfu"] = r["achieved_gflops"] / peak
     print(f"\n{hardware}; {peak_name} {peak:.1f} GFLOP/s (measured in this run); "
           f"load average {load_before[0]:.1f} → {os.getloadavg()[0]:.1f}\n")
-    print(f"| case | batch × context | compile | ms/step | tokens/s | GFLOP/s | MFU |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| case | batch × context | compile | ms/step | tokens/s | GFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['batch']} × {r['n_ctx']} | {'yes' if r['compile'] else 'no'} | "
               f"{r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {r['achieved_gflops']:.1f} | {r['mfu']:.0%} |")

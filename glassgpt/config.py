@@ -18,7 +18,7 @@ Glossary of dimension names, used everywhere in glassgpt:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 POSITIONS = ("learned", "rope")

@@ -98,3 +98,34 @@ class ActivationCache(dict):
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.items())
         return f"ActivationCache({inner})"
+
+
+class HookedModel:
+    """What every glassgpt model offers for seeing inside (mixed into GPT, EncoderDecoder, ...).
+
+    The model sets `self._hooks = name_hooks(self)` once its modules exist.
+    """
+
+    _hooks: dict[str, Hook]
+
+    def hook_names(self) -> list[str]:
+        """Every activation name run_with_cache accepts, in forward order."""
+        return list(self._hooks)
+
+    @contextlib.contextmanager
+    def hooks(self, fns: dict[str, HookFn]):
+        """Attach hook functions by name (or glob) for a `with` block; a function may return a replacement."""
+        with attached(self._hooks, fns):
+            yield self
+
+    def _cached_run(self, run: Callable[[], torch.Tensor], names, hooks: dict[str, HookFn] | None = None,
+                    detach: bool = True) -> tuple[torch.Tensor, ActivationCache]:
+        """Call `run()` with the named activations saved; return (its output, the activations in forward order)."""
+        cache = ActivationCache()
+
+        def save(x: torch.Tensor, name: str) -> None:
+            cache[name] = x.detach() if detach else x
+
+        with attached(self._hooks, hooks or {}), attached(self._hooks, {n: save for n in select(self._hooks, names)}):
+            out = run()
+        return out, ActivationCache((n, cache[n]) for n in self._hooks if n in cache)

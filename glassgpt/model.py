@@ -12,8 +12,7 @@ Dimension names are listed in `glassgpt.config`.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import ContextLengthError, GlassError
-from .hooks import ActivationCache, Hook, HookFn, attached, name_hooks, select
+from .hooks import ActivationCache, Hook, HookedModel, HookFn, name_hooks
 
 
 # ----------------------------------------------------------------------------- norms
@@ -418,7 +417,7 @@ class Unembedding(nn.Module):
 # ----------------------------------------------------------------------------- GPT
 
 
-class GPT(nn.Module):
+class GPT(HookedModel, nn.Module):
     """Embedding → (Attention → MLP) × n_layers → Unembedding: a decoder-only transformer (G2)."""
 
     def __init__(self, cfg: ModelConfig):
@@ -432,19 +431,8 @@ class GPT(nn.Module):
         self._hooks = name_hooks(self, strip_prefix="unembed.")
         self.init_weights()
 
-    @torch.no_grad()
     def init_weights(self, std: float = 0.02) -> None:
-        """GPT-2's initialisation: N(0, 0.02), residual-stream writers scaled by 1/√(2·n_layers)."""
-        for name, p in self.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf.startswith("b_"):
-                nn.init.zeros_(p)
-            elif leaf == "w":
-                nn.init.ones_(p)
-            elif leaf in ("W_O", "W_down"):
-                nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layers))
-            else:
-                nn.init.normal_(p, std=std)
+        init_weights(self, self.cfg.n_layers, std)
 
     # -- the forward pass
 
@@ -497,17 +485,7 @@ class GPT(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.n_layers)
 
-    # -- seeing inside
-
-    def hook_names(self) -> list[str]:
-        """Every activation name run_with_cache accepts, in forward order."""
-        return list(self._hooks)
-
-    @contextmanager
-    def hooks(self, fns: dict[str, HookFn]) -> Iterator["GPT"]:
-        """Attach hook functions by name (or glob) for a `with` block; a function may return a replacement."""
-        with attached(self._hooks, fns):
-            yield self
+    # -- seeing inside (hook_names() and hooks() come from HookedModel)
 
     def run_with_cache(
         self,
@@ -522,16 +500,7 @@ class GPT(nn.Module):
         names: 'all', one name, a glob such as 'blocks.*.attn.pattern', a list, or a predicate.
         hooks: extra hook functions (e.g. to patch an activation) active during the run.
         """
-        cache = ActivationCache()
-
-        def save(x: torch.Tensor, name: str) -> None:
-            cache[name] = x.detach() if detach else x
-
-        fns = {name: save for name in select(self._hooks, names)}
-        with attached(self._hooks, hooks or {}), attached(self._hooks, fns):
-            logits = self(tokens, **forward_kwargs)
-        ordered = ActivationCache((n, cache[n]) for n in self._hooks if n in cache)
-        return logits, ordered
+        return self._cached_run(lambda: self(tokens, **forward_kwargs), names, hooks, detach)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -549,6 +518,21 @@ def _keep_self(mask: torch.Tensor, offset: int) -> torch.Tensor:
     mask = mask.clone()
     mask[..., idx, idx + offset] = True
     return mask
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
+    """GPT-2's initialisation: N(0, std), biases 0, norms 1, residual-stream writers scaled by 1/√(2·n_layers)."""
+    for name, p in module.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf.startswith("b_"):
+            nn.init.zeros_(p)
+        elif leaf == "w":
+            nn.init.ones_(p)
+        elif leaf in ("W_O", "W_down"):
+            nn.init.normal_(p, std=std / math.sqrt(2 * n_layers))
+        else:
+            nn.init.normal_(p, std=std)
 
 
 def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0, dim: int = -1) -> torch.Tensor:

@@ -6,7 +6,6 @@ the slow test at the end runs the pretrained-knowledge stops on the real SmolLM2
 
 import math
 import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 EPILOG = """\
 Every TrainConfig key is an override: --max-steps=500 --d-model=256 --device=cuda --dtype=bfloat16 --compile

@@ -13,18 +13,16 @@ encoded source, then runs its MLP. Activation names follow the GPT's with a pref
 from __future__ import annotations
 
 import dataclasses
-import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ContextLengthError, GlassError
-from ..hooks import ActivationCache, Hook, HookFn, attached, name_hooks, select
-from ..model import Block, Embedding, KVCache, Unembedding, make_norm
+from ..hooks import ActivationCache, Hook, HookedModel, name_hooks
+from ..model import Block, Embedding, KVCache, Unembedding, init_weights, make_norm
 
 
 @dataclass
@@ -130,7 +128,7 @@ class Decoder(nn.Module):
         return self.unembed(x, self.embed.W_E)
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(HookedModel, nn.Module):
     """A translator: encode the source once, then decode the target one token at a time."""
 
     def __init__(self, cfg: Seq2SeqConfig, pad_id: int = 0):
@@ -176,15 +174,7 @@ class EncoderDecoder(nn.Module):
         if int(tokens.min()) < 0 or int(tokens.max()) >= d_vocab:
             raise GlassError(f"{what} token ids must lie in [0, {d_vocab})")
 
-    # -- seeing inside (as GPT: hook names, hooks(), run_with_cache())
-
-    def hook_names(self) -> list[str]:
-        return list(self._hooks)
-
-    @contextmanager
-    def hooks(self, fns: dict[str, HookFn]) -> Iterator["EncoderDecoder"]:
-        with attached(self._hooks, fns):
-            yield self
+    # -- seeing inside (as GPT: hook_names() and hooks() from HookedModel, run_with_cache())
 
     def run_with_cache(
         self,
@@ -193,29 +183,7 @@ class EncoderDecoder(nn.Module):
         names: "str | Iterable[str] | Callable[[str], bool] | None" = "all",
     ) -> tuple[torch.Tensor, ActivationCache]:
         """Teacher-forced run; returns (logits, activations by name), e.g. names='decoder.blocks.*.cross_attn.pattern'."""
-        cache = ActivationCache()
-
-        def save(x: torch.Tensor, name: str) -> None:
-            cache[name] = x.detach()
-
-        with attached(self._hooks, {name: save for name in select(self._hooks, names)}):
-            logits = self(src, tgt)
-        return logits, ActivationCache((n, cache[n]) for n in self._hooks if n in cache)
+        return self._cached_run(lambda: self(src, tgt), names)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-@torch.no_grad()
-def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
-    """GPT-2's rule, as GPT.init_weights: N(0, std), biases 0, norms 1, residual writers / √(2·n_layers)."""
-    for name, p in module.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf.startswith("b_"):
-            nn.init.zeros_(p)
-        elif leaf == "w":
-            nn.init.ones_(p)
-        elif leaf in ("W_O", "W_down"):
-            nn.init.normal_(p, std=std / math.sqrt(2 * n_layers))
-        else:
-            nn.init.normal_(p, std=std)

@@ -19,9 +19,10 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import GlassError
-from ..hooks import ActivationCache, attached, name_hooks, select
+from ..hooks import ActivationCache, HookedModel, name_hooks
 from ..model import LearnedQueries, make_norm
-from .model import Encoder, init_weights
+from ..model import init_weights
+from .model import Encoder
 
 
 @dataclass
@@ -62,7 +63,7 @@ class PoolConfig:
         return cls(**data)
 
 
-class PoolingClassifier(nn.Module):
+class PoolingClassifier(HookedModel, nn.Module):
     def __init__(self, cfg: PoolConfig, pad_id: int = 0):
         super().__init__()
         self.cfg = cfg
@@ -88,18 +89,8 @@ class PoolingClassifier(nn.Module):
         pooled = self.norm(self.pool(hidden, key_mask))  # (B, n_queries, d_model): one answer per query
         return pooled.reshape(B, -1) @ self.W_cls + self.b_cls  # (B, n_queries·d_model) → (B, n_classes)
 
-    def hook_names(self) -> list[str]:
-        return list(self._hooks)
-
     def run_with_cache(self, src: torch.Tensor, names="pool.attn.pattern") -> tuple[torch.Tensor, ActivationCache]:
-        cache = ActivationCache()
-
-        def save(x: torch.Tensor, name: str) -> None:
-            cache[name] = x.detach()
-
-        with attached(self._hooks, {name: save for name in select(self._hooks, names)}):
-            logits = self(src)
-        return logits, cache
+        return self._cached_run(lambda: self(src), names)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

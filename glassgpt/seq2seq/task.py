@@ -12,7 +12,7 @@ numbers from 100 up are held out of training: the benchmark scores exactly those
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
