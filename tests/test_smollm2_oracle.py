@@ -111,3 +111,14 @@ def test_fp16_weights_answer_like_fp32(ours, ours_fp16, name):
 def test_fp16_chat_knows_the_capital_of_france(ours_fp16):
     chat = Chat(ours_fp16, sample=SampleConfig(max_new_tokens=40, temperature=0))
     assert "Paris" in chat.reply("What is the capital of France?")
+
+
+def test_the_main_job_answers_paris():
+    """`make run` is `glassgpt chat`: with its defaults it must answer the README's question."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "glassgpt", "chat", "--max-new-tokens", "40"],
+                          input="What is the capital of France?\n/quit\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout and "Traceback" not in proc.stderr

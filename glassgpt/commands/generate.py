@@ -14,9 +14,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "equal on the tested prompts) or float32 (exact)")
 
 
-def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.2) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=float, default=0.2, help="0 = greedy (default 0.2)")
+    g.add_argument("--temperature", type=float, default=temperature, help=f"0 = greedy (default {temperature:g})")
     g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
     g.add_argument("--top-p", type=float, default=0.9, help="nucleus: keep the top tokens up to this mass "
                                                             "(default 0.9; 1 = off)")
