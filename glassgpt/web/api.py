@@ -50,3 +50,8 @@ class GenerateRequest(PromptRequest):
     seed: int | None = None
     stop_strings: list[str] = Field(default_factory=list, max_length=8)
     chat: bool = Field(False, description="wrap the prompt as one user message in the model's chat template (G10)")
+
+
+class TranslateRequest(_Body):
+    text: str = Field(..., description="the source to translate, e.g. 1947 for digits-to-words")
+    beam: int = Field(1, ge=1, le=8, description="1: greedy; more: beam search with this many beams")

@@ -5,6 +5,8 @@ for a generation), so one slow request never blocks the others. Each model's for
 passes take its lock. Every error is JSON — {"error": message, "status": code} — with
 413 (body too large), 422 (invalid request, prompt beyond the context window), 400
 (malformed JSON), 404 (unknown model) and 429 (too many generations at once).
+Seq2seq runs under --runs are a kind apart (web/seq2seq.py): /api/seq2seq/models and
+/api/seq2seq/translate, with the cross-attention alignment of each decoder layer.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from .. import __version__
 from ..errors import GlassError
 from ..generate import SampleConfig, stream
 from . import analysis
-from .api import EmbedRequest, GenerateRequest, HeadRequest, LensRequest, PromptRequest
+from .api import EmbedRequest, GenerateRequest, HeadRequest, LensRequest, PromptRequest, TranslateRequest
 from .limits import Limits
 from .registry import Entry, Registry, UnknownModel
+from .seq2seq import Translators, translate
 
 STATIC = Path(__file__).parent / "static"
 
@@ -122,11 +125,13 @@ def create_app(
     """
     limits = limits or Limits()
     registry = Registry(model, runs_dir, include_default)
+    translators = Translators(runs_dir)  # seq2seq runs under runs_dir: a kind of their own
     generations = Generations(limits.max_generations)
     app = FastAPI(title="glassgpt explorer", version=__version__,
                   description="Watch a GPT think: tokens, the next-token distribution, attention, "
                               "the logit lens, embeddings and generation.")
     app.state.registry, app.state.limits, app.state.generations = registry, limits, generations
+    app.state.translators = translators
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     _add_error_handlers(app)
 
@@ -199,6 +204,20 @@ def create_app(
             raise
         return StreamingResponse(_events(entry, ids, cfg, generations), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/api/seq2seq/models", summary="the translators (seq2seq runs) under --runs")
+    def seq2seq_models() -> dict:
+        return {"models": [t.describe() for t in translators.entries()]}
+
+    @app.get("/api/seq2seq/models/{model_id:path}", summary="one translator's shape and task (loads it)")
+    def seq2seq_model_info(model_id: str) -> dict:
+        return translators.get(model_id).describe()
+
+    @app.post("/api/seq2seq/translate", summary="translate, with each decoder layer's cross-attention alignment (T5)")
+    def seq2seq_translate(req: TranslateRequest) -> dict:
+        entry = translators.get(req.model)
+        with entry.lock:
+            return {"model": entry.id, **translate(entry.run, req.text, req.beam)}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
