@@ -302,6 +302,15 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def shutdown_distributed(d: Dist) -> None:
+    """Close the process group before exit: a gloo group left open can abort the process as it ends."""
+    if d.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def pick_device(name: str, d: Dist) -> str:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -634,5 +643,9 @@ def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False
         n = run.model.num_params()
         log(f"run folder {run.out} | {n / 1e6:.2f}M parameters | {run.device} × {run.dist.world_size} | "
             f"{run.data.manifest['name']}: {run.data.manifest['split']['train_tokens']:,} train tokens")
-    run.trainer.fit()
+    try:
+        run.trainer.fit()
+        barrier(run.dist)  # every rank done before the group goes
+    finally:
+        shutdown_distributed(run.dist)
     return run

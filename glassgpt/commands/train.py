@@ -56,10 +56,6 @@ def run(args: argparse.Namespace) -> int:
         print("\n--- a sample from the trained model ---")
         print(result.sample())
         print(f"--- run folder: {result.out} (glassgpt sample --run {result.out})")
-    if result.dist.enabled:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
     return 0
 
 
