@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -210,18 +209,31 @@ def test_init_from_hf_gpt2_folder(tmp_path, corpus):
     assert (run / "tokenizer.json").is_file()
 
 
+KILL_AT_STEP_10 = """
+import os, signal, sys
+from glassgpt import train
+from glassgpt.cli import main
+
+class KillAfterCheckpoint:  # SIGKILL, the way a crash or the OOM killer ends a run: no cleanup at all
+    def on_checkpoint(self, trainer, step, path):
+        if step >= 10:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+make_callbacks = train.Run.make_callbacks
+train.Run.make_callbacks = lambda run: make_callbacks(run) + [KillAfterCheckpoint()]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, corpus):
     common = [f"--data={corpus}", "--checkpoint-every=5", "--eval-every=0", "--decay-steps=30", "--threads=1"] + TINY
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "glassgpt", "train", f"--out-dir={killed}", "--max-steps=100000"]
-                            + common, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_0000010").is_dir():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # The child kills itself right after its step-10 checkpoint (polling from here would race a 2 ms step).
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_STEP_10, "train", f"--out-dir={killed}", "--max-steps=100000"]
+                          + common, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (killed / "checkpoints" / "step_0000010").is_dir()
     threads = torch.get_num_threads()
     try:
         assert main(["train", "--resume", str(killed), "--max-steps=30"]) == 0
