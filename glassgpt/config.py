@@ -90,14 +90,19 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return from_dict(cls, data)
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+
+def from_dict(cls: type, data: dict[str, Any], error: type[Exception] = ValueError) -> Any:
+    """A config dataclass from a dict (JSON), naming any field the dataclass does not have."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise error(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)
 
 
 def _gpt2(**kw: Any) -> ModelConfig:

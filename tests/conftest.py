@@ -23,3 +23,12 @@ def shakespeare_path() -> Path:
     if not path.is_file():
         pytest.fail(f"Tiny Shakespeare not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors run far faster on one thread, above all on a machine other jobs share."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,21 +1,13 @@
 """`glassgpt inspect …` on a small synthetic GGUF: the output, the figures, and one-line errors."""
 
 import pytest
-import torch
 from gguf_synth import tiny_model, write_gguf
 
 from glassgpt.cli import main
 from glassgpt.inspect.attention import attention_patterns
 from glassgpt.load import load_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

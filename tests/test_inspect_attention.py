@@ -10,14 +10,7 @@ from glassgpt.errors import GlassError
 from glassgpt.inspect.attention import attention_patterns, attention_scores, top_attended
 from glassgpt.model import GPT
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

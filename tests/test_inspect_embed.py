@@ -13,14 +13,8 @@ from glassgpt.inspect.embed import analogy, direction, nearest, pair_alignment, 
 from glassgpt.model import GPT
 from glassgpt.tokenizer import BPETokenizer, CharTokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 SINGULAR = ["cat", "dog", "house", "tree", "bird", "car", "book", "river"]
 MALE_FEMALE = [("man", "woman"), ("king", "queen"), ("boy", "girl"), ("father", "mother")]

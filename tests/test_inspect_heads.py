@@ -10,14 +10,8 @@ from glassgpt.inspect.heads import (first_token_score, head_scores, induction_sc
                                     prev_token_score, repeated_random_tokens)
 from glassgpt.model import GPT
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 T = 8
 

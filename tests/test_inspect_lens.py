@@ -7,14 +7,7 @@ from glassgpt.config import ModelConfig
 from glassgpt.inspect.lens import lens_logits, logit_lens
 from glassgpt.model import GPT
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(norm: str, tie: bool) -> GPT:

@@ -10,14 +10,7 @@ from glassgpt.inspect.plots import (alignment_figure, attention_grid, attention_
                                     lens_figure, projection_figure, safe, save)
 from glassgpt.tokenizer import CharTokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_heatmap_holds_the_pattern_and_labels(tmp_path):

@@ -12,14 +12,7 @@ from glassgpt.inspect.qk import QKTracker, principal_angle_cosines, qk_geometry,
 from glassgpt.model import GPT
 from glassgpt.tokenizer import CharTokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run far faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_principal_angles_of_known_subspaces():

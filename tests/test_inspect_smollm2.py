@@ -12,15 +12,7 @@ from glassgpt.inspect import embed
 from glassgpt.inspect.heads import head_scores
 from glassgpt.inspect.lens import lens_logits, logit_lens
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

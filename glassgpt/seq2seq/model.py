@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, from_dict
 from ..errors import ContextLengthError, GlassError
 from ..hooks import ActivationCache, Hook, HookedModel, name_hooks
 from ..model import Block, Embedding, KVCache, Unembedding, init_weights, make_norm
@@ -63,11 +63,7 @@ class Seq2SeqConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Seq2SeqConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GlassError(f"unknown Seq2SeqConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return from_dict(cls, data, GlassError)
 
 
 class Encoder(nn.Module):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, from_dict
 from ..errors import GlassError
 from ..hooks import ActivationCache, HookedModel, name_hooks
 from ..model import LearnedQueries, make_norm
@@ -56,11 +56,7 @@ class PoolConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PoolConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GlassError(f"unknown PoolConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return from_dict(cls, data, GlassError)
 
 
 class PoolingClassifier(HookedModel, nn.Module):
