@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
+from glassgpt.data import tinyshakespeare_text
 from glassgpt.inspect.multihead import train_heads, uniform_loss
 from glassgpt.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     steps = args.steps or (150 if args.quick else 600)
     seeds = args.seeds or (1 if args.quick else 3)
-    text = SHAKESPEARE.read_text(encoding="utf-8")
+    text = tinyshakespeare_text()
     rows = []
     print(f"Tiny Shakespeare (chars), d_model 64, 2 layers, context 64, batch 16, {steps} steps, {seeds} seed(s); "
           f"uniform guess = {uniform_loss(text):.3f}")

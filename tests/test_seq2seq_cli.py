@@ -57,7 +57,7 @@ def test_classify_shows_every_query(runs, capsys, tmp_path):
     png = tmp_path / "q.png"
     assert main(["seq2seq", "classify", "--run", str(runs / "sorted"), "1337", "--plot", str(png)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert re.match(r"1337: (sorted|not sorted) \(p=0\.\d{3}|1\.000\)", out[0])
+    assert re.fullmatch(r"1337: (sorted|not sorted) \(p=(0\.\d{3}|1\.000)\)", out[0])
     queries = [line for line in out if line.strip().startswith("query")]
     assert len(queries) == 4
     for line in queries:  # each query's weights over the 4 digits sum to 1

@@ -8,8 +8,8 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="prepare a corpus for pre-training (token files, tokenizer, manifest)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    prep = actions.add_parser("prepare", help="tokenize a text file, a folder, or a recipe (shakespeare, python-stdlib)")
-    prep.add_argument("source", help="a UTF-8 text file, a folder of them, or a recipe: shakespeare, python-stdlib")
+    prep = actions.add_parser("prepare", help="tokenize a text file, a folder, or a recipe (tinyshakespeare, shakespeare, python-stdlib)")
+    prep.add_argument("source", help="a UTF-8 text file, a folder of them, or a recipe: tinyshakespeare, shakespeare, python-stdlib")
     prep.add_argument("--tokenizer", default="char", help="char, bpe or bpe:VOCAB (default: char)")
     prep.add_argument("--out", help="output folder (default: a folder in the cache, ~/.cache/glassgpt/data/...)")
     prep.add_argument("--val-fraction", type=float, default=0.1, help="the last fraction of the text kept for validation")
