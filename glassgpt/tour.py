@@ -47,7 +47,7 @@ class Toy:
 class Tour:
     out: Path
     smol_spec: str | None = None
-    data: str | None = None  # a text file; default Tiny Shakespeare beside the repo, else the shakespeare recipe
+    data: str | None = None  # a text file or a recipe; default Tiny Shakespeare (shipped in the package)
     seconds: float = 60.0
     log: Callable[[str], None] = print
     _smol: object = None
@@ -85,8 +85,7 @@ class Tour:
 
 
 def default_data() -> str:
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
-    return str(here) if here.is_file() else "shakespeare"
+    return "tinyshakespeare"  # shipped inside the package (glassgpt/corpora)
 
 
 def train_toy(run_dir: Path, data: str, seconds: float, log=print, **overrides) -> Toy:
@@ -583,8 +582,9 @@ def t13(t: Tour) -> dict:
     """One head models one kind of relation; several heads model several in parallel (equal size)."""
     from .inspect.multihead import train_heads
 
-    path = Path(t.data or default_data())
-    text = path.read_text(encoding="utf-8")[:200_000] if path.is_file() else t.toy().train_text
+    from .data import load_corpus
+
+    text = load_corpus(t.data or default_data()).text[:200_000]
     steps = max(30, int(t.seconds * 2))
     results = {}
     for H in (1, 4, 8):
