@@ -23,20 +23,10 @@ PLAIN_STOPS = ("\nUser:", "\nSystem:")
 
 
 def render(template: str, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
-    """Apply a chat template in Jinja's sandbox (templates come from model files: untrusted)."""
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """Apply a chat template as transformers does, sandboxed and bounded (see glassgpt.template)."""
+    from .template import render as render_template
 
-    def raise_exception(message):
-        raise GlassError(f"chat template: {message}")
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                                **extra)
-    except jinja2.TemplateError as e:
-        raise GlassError(f"chat template failed: {e}") from None
+    return render_template(template, messages, add_generation_prompt=add_generation_prompt, **extra)
 
 
 @dataclass

@@ -54,10 +54,20 @@ def _load(spec: str | Path | None, weights: str) -> Loaded:
     path = Path(spec).expanduser()
     if not path.exists():
         raise GlassError(f"model not found: {path}")
-    if path.is_file() and path.suffix == ".gguf":
-        from .convert.gguf import load_gguf
+    if path.is_file():
+        kind = sniff(path)
+        if kind == "gguf" or path.suffix == ".gguf":  # by its magic bytes, whatever its name (ollama's blobs have none)
+            from .convert.gguf import load_gguf
 
-        return load_gguf(path, torch.float16 if weights == "fp16" else torch.float32)
+            return load_gguf(path, torch.float16 if weights == "fp16" else torch.float32)
+        if kind == "safetensors":
+            raise GlassError(f"{path}: a safetensors file alone has no model config; pass the folder that holds it "
+                             "with its config.json (Hugging Face) or model_config.json")
+        if kind == "pickle":
+            raise GlassError(f"{path}: a PyTorch pickle checkpoint; glassgpt never unpickles (it can run code): "
+                             "use a safetensors or GGUF file")
+        raise GlassError(f"{path}: not a GGUF file (it starts with {kind!r}), a Hugging Face model folder or a "
+                         "glassgpt run folder")
     if path.is_dir() and (path / "config.json").is_file():
         return load_hf_folder(path)
     if path.is_dir():
@@ -66,6 +76,22 @@ def _load(spec: str | Path | None, weights: str) -> Loaded:
         if is_run_folder(path):
             return load_run(path)
     raise GlassError(f"{path}: not a GGUF file, a Hugging Face model folder or a glassgpt run folder")
+
+
+def sniff(path: Path) -> str | bytes:
+    """A file's format from its first bytes: "gguf", "safetensors", "pickle", or the bytes themselves."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise GlassError(f"{path}: cannot read ({e.strerror})") from None
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30:
+        return "safetensors"  # an 8-byte little-endian header length, then the JSON header
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "pickle"  # torch.save's zip archive, or a bare pickle
+    return head[:4]
 
 
 def load_hf_folder(path: Path) -> Loaded:
@@ -77,9 +103,7 @@ def load_hf_folder(path: Path) -> Loaded:
     model = GPT(cfg)
     load_hf_model(model, sd)
     model.eval()
-    if not (path / "tokenizer.json").is_file():
-        raise CheckpointError(f"{path} has no tokenizer.json")
-    tokenizer = load_tokenizer(path / "tokenizer.json")
+    tokenizer = hf_tokenizer(path)
     template, bos, eos = None, None, None
     tc = path / "tokenizer_config.json"
     if tc.is_file():
@@ -93,6 +117,32 @@ def load_hf_folder(path: Path) -> Loaded:
         bos, eos = _token_text(meta.get("bos_token")), _token_text(meta.get("eos_token"))
     stop_ids = [i for i in [tokenizer.piece_to_id(eos) if eos else tokenizer.eos_id] if i is not None]
     return Loaded(model, tokenizer, str(path), "hf", template, bos, eos, stop_ids)
+
+
+def hf_tokenizer(path: Path) -> Tokenizer:
+    """tokenizer.json, or GPT-2's vocab.json + merges.txt; any other tokenizer is named in the error."""
+    if (path / "tokenizer.json").is_file():
+        return load_tokenizer(path / "tokenizer.json")
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+        from .tokenizer import BPETokenizer
+
+        try:
+            tok = HFTokenizer(models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt")))
+        except Exception as e:  # tokenizers raises bare Exceptions on malformed files
+            raise CheckpointError(f"{path}: unreadable vocab.json/merges.txt ({str(e).splitlines()[0][:200]})") from None
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        if tok.token_to_id("<|endoftext|>") is not None:
+            tok.add_special_tokens(["<|endoftext|>"])
+        return BPETokenizer(tok)
+    for name, what in (("tokenizer.model", "a SentencePiece tokenizer.model"), ("vocab.txt", "a WordPiece vocab.txt"),
+                       ("spiece.model", "a SentencePiece spiece.model")):
+        if (path / name).is_file():
+            raise CheckpointError(f"{path}: unsupported tokenizer: {what} without tokenizer.json (glassgpt reads "
+                                  "tokenizer.json, or GPT-2's vocab.json + merges.txt)")
+    raise CheckpointError(f"{path} has no tokenizer.json (nor GPT-2's vocab.json + merges.txt)")
 
 
 def _token_text(t) -> str | None:

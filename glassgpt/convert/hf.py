@@ -71,20 +71,32 @@ def _expand(table: list[tuple[str, str, bool]], n_layers: int) -> list[tuple[str
     return rows
 
 
+LLAMA_FAMILY = ("llama", "mistral", "qwen2")
+GELU_ACTS = ("gelu_new", "gelu_pytorch_tanh")  # GELU with the tanh approximation, glassgpt's `gelu`
+
+
 def family(hf_config: dict[str, Any]) -> str:
     model_type = hf_config.get("model_type", "")
     if model_type == "gpt2":
         return "gpt2"
-    if model_type in ("llama", "mistral", "qwen2") or "LlamaForCausalLM" in hf_config.get("architectures", []):
+    if model_type in LLAMA_FAMILY or "LlamaForCausalLM" in hf_config.get("architectures", []):
         return "llama"
-    raise CheckpointError(f"unsupported architecture {model_type!r}: glassgpt loads gpt2 and llama models")
+    raise CheckpointError(f"unsupported architecture {model_type!r}: glassgpt loads gpt2 and "
+                          f"{'/'.join(LLAMA_FAMILY)} (Llama-style) models")
+
+
+def with_transformer_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """GPT-2 as stored on the Hub (GPT2Model's keys: wte.weight, h.0.attn...) → GPT2LMHeadModel's (transformer.…)."""
+    if "transformer.wte.weight" in sd or "wte.weight" not in sd:
+        return sd
+    return {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v for k, v in sd.items()}
 
 
 def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     """A Hugging Face config.json (as a dict) → ModelConfig."""
     if family(hf) == "gpt2":
         act = hf.get("activation_function", "gelu_new")
-        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        if act not in GELU_ACTS:
             raise CheckpointError(f"unsupported GPT-2 activation {act!r} (glassgpt uses tanh-approximated GELU)")
         return ModelConfig(
             name=hf.get("_name_or_path", "") or "gpt2", d_vocab=hf["vocab_size"], n_ctx=hf["n_positions"],
@@ -101,40 +113,59 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     if (rope and rope.get("rope_type", rope.get("type")) not in (None, "default")) or \
             rope_params.get("rope_type", "default") != "default":
         raise CheckpointError("unsupported llama config: scaled RoPE")
+    if hf.get("use_sliding_window") or (hf.get("model_type") == "mistral" and hf.get("sliding_window")):
+        raise CheckpointError("unsupported llama config: sliding-window attention")
+    act = hf.get("hidden_act", "silu")
+    if act not in ("silu",) + GELU_ACTS:
+        raise CheckpointError(f"unsupported llama config: hidden_act {act!r} (glassgpt's gated MLP uses silu)")
     theta = rope_params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    # Qwen2 biases W_Q, W_K and W_V (its config has no attention_bias key); W_O's bias is then zero.
+    attn_bias = hf.get("attention_bias", hf.get("model_type") == "qwen2")
     return ModelConfig(
         name=hf.get("_name_or_path", "") or "llama", d_vocab=hf["vocab_size"],
         n_ctx=hf["max_position_embeddings"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
         n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, d_mlp=hf["intermediate_size"],
         positions="rope", rope_theta=float(theta), norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6),
-        mlp="swiglu", attn_bias=hf.get("attention_bias", False), mlp_bias=hf.get("mlp_bias", False),
+        mlp="swiglu" if act == "silu" else "gelu", attn_bias=attn_bias, mlp_bias=hf.get("mlp_bias", False),
         tie_embeddings=hf.get("tie_word_embeddings", False),
     )
 
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
-    """ModelConfig → a Hugging Face config.json dict (GPT-2 or Llama architecture)."""
-    if cfg.positions == "learned" and cfg.norm == "layernorm" and cfg.mlp == "gelu" and cfg.attn_bias \
-            and cfg.mlp_bias and cfg.n_kv_heads == cfg.n_heads:
+    """ModelConfig → a Hugging Face config.json dict (GPT-2 or Llama architecture).
+
+    Two of glassgpt's choices are written exactly in an architecture that lacks them:
+    - a GPT-2 style model without biases is a GPT-2 whose biases are zero;
+    - a Llama-style model with a plain GELU MLP is a Llama whose gated MLP has GELU as its
+      activation and the constant 1 as its up projection (weights 0, bias 1):
+      down(gelu(gate(x)) · 1) = down(gelu(x·W_up)).
+    """
+    if cfg.positions == "learned" and cfg.norm == "layernorm" and cfg.mlp == "gelu" and cfg.n_kv_heads == cfg.n_heads:
         return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.d_vocab,
                 "n_positions": cfg.n_ctx, "n_embd": cfg.d_model, "n_layer": cfg.n_layers, "n_head": cfg.n_heads,
                 "n_inner": cfg.d_mlp, "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps,
                 "tie_word_embeddings": cfg.tie_embeddings, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
                 "attn_pdrop": 0.0, "bos_token_id": None, "eos_token_id": None}
-    if cfg.positions == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu":
+    if cfg.positions == "rope" and cfg.norm == "rmsnorm":
+        gelu = cfg.mlp == "gelu"
         return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": cfg.d_vocab,
                 "max_position_embeddings": cfg.n_ctx, "hidden_size": cfg.d_model,
                 "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
                 "num_key_value_heads": cfg.n_kv_heads, "intermediate_size": cfg.d_mlp,
-                "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.norm_eps, "hidden_act": "silu",
+                "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.norm_eps,
+                "hidden_act": "gelu_pytorch_tanh" if gelu else "silu",
                 "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.attn_bias,
-                "mlp_bias": cfg.mlp_bias, "head_dim": cfg.d_head}
-    raise CheckpointError("this model mixes GPT-2 and Llama choices; Hugging Face has no architecture for it")
+                "mlp_bias": cfg.mlp_bias or gelu, "head_dim": cfg.d_head}
+    raise CheckpointError(f"this model mixes GPT-2 and Llama choices (positions={cfg.positions}, norm={cfg.norm}, "
+                          f"mlp={cfg.mlp}, {cfg.n_kv_heads} of {cfg.n_heads} key/value heads); Hugging Face has "
+                          "no architecture for it (export --format safetensors keeps it as it is)")
 
 
 def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Their state dict → ours, by the table. Raises CheckpointError naming any missing tensor."""
     gpt2 = cfg.positions == "learned"
+    if gpt2:
+        sd = with_transformer_prefix(sd)
     table = _expand(GPT2_KEYS if gpt2 else LLAMA_KEYS, cfg.n_layers)
     out: dict[str, torch.Tensor] = {}
     for ours, theirs, transpose in table:
@@ -151,18 +182,49 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
                 if fused is not None:
                     for name, part in zip("QKV", fused.split(cfg.d_model, dim=-1)):
                         out[f"blocks.{i}.attn.{kind}_{name}"] = part.contiguous()
+    else:
+        for i in range(cfg.n_layers):
+            if cfg.attn_bias and f"blocks.{i}.attn.b_Q" in out and f"blocks.{i}.attn.b_O" not in out:
+                out[f"blocks.{i}.attn.b_O"] = torch.zeros(cfg.d_model)  # Qwen2: no bias on o_proj
+            if cfg.mlp == "gelu":
+                _ungate(out, i)
     return out
 
 
+def _ungate(sd: dict[str, torch.Tensor], i: int) -> None:
+    """A gated GELU MLP whose up projection is the constant 1 is glassgpt's plain GELU MLP: gate → W_up."""
+    p = f"blocks.{i}.mlp."
+    if p + "W_gate" not in sd:
+        return
+    W_up, b_up = sd.pop(p + "W_up", None), sd.pop(p + "b_up", None)
+    if W_up is None or b_up is None or W_up.count_nonzero() or not torch.all(b_up == 1):
+        raise CheckpointError("unsupported llama model: a gated GELU MLP (glassgpt's gated MLP uses silu; its GELU "
+                              "MLP has no gate)")
+    sd[p + "W_up"] = sd.pop(p + "W_gate")
+    if p + "b_gate" in sd:
+        sd[p + "b_up"] = sd.pop(p + "b_gate")
+
+
 def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our state dict → theirs, by the same table read the other way."""
+    """Our state dict → theirs, by the same table read the other way (see config_to_hf for the two fills)."""
     gpt2 = config_to_hf(cfg)["model_type"] == "gpt2"
     sd = dict(sd)
-    if gpt2:
-        for i in range(cfg.n_layers):
+    D = cfg.d_model
+    for i in range(cfg.n_layers):
+        a, m = f"blocks.{i}.attn.", f"blocks.{i}.mlp."
+        if gpt2:
+            for name, size in (("b_Q", D), ("b_K", D), ("b_V", D), ("b_O", D), ("b_up", cfg.d_mlp), ("b_down", D)):
+                key = (a if name in ("b_Q", "b_K", "b_V", "b_O") else m) + name
+                sd.setdefault(key, torch.zeros(size))  # a model without biases: GPT-2 with zero biases
             for kind in ("W", "b"):
-                parts = [sd.pop(f"blocks.{i}.attn.{kind}_{n}") for n in "QKV"]
-                sd[f"blocks.{i}.attn.{kind}_QKV"] = torch.cat(parts, dim=-1)
+                parts = [sd.pop(f"{a}{kind}_{n}") for n in "QKV"]
+                sd[f"{a}{kind}_QKV"] = torch.cat(parts, dim=-1)
+        elif cfg.mlp == "gelu":  # GELU(x·W_up) as a gated MLP with the constant 1 as its up projection
+            sd[m + "W_gate"] = sd.pop(m + "W_up")
+            sd[m + "b_gate"] = sd.pop(m + "b_up", torch.zeros(cfg.d_mlp))
+            sd[m + "W_up"] = torch.zeros(D, cfg.d_mlp)
+            sd[m + "b_up"] = torch.ones(cfg.d_mlp)
+            sd.setdefault(m + "b_down", torch.zeros(D))
     out: dict[str, torch.Tensor] = {}
     for ours, theirs, transpose in _expand(GPT2_KEYS if gpt2 else LLAMA_KEYS, cfg.n_layers):
         if ours in sd:
@@ -173,10 +235,34 @@ def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
     return out
 
 
+# Buffers some checkpoints carry that are not weights (GPT-2's causal mask, old Llama's RoPE table).
+NOT_WEIGHTS = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
+
+
+def unused_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> list[str]:
+    """Tensors of a checkpoint that the key map has no place for (a feature glassgpt would silently drop)."""
+    gpt2 = cfg.positions == "learned"
+    if gpt2:
+        sd = with_transformer_prefix(sd)
+    known = {theirs for _, theirs, _ in _expand(GPT2_KEYS if gpt2 else LLAMA_KEYS, cfg.n_layers)}
+    return sorted(k for k in sd if k not in known and not k.endswith(NOT_WEIGHTS))
+
+
 def load_hf_model(model, sd: dict[str, torch.Tensor]) -> None:
     """Load a Hugging Face state dict into a glassgpt GPT built from the matching config."""
+    unused = unused_tensors(sd, model.cfg)
+    if unused:
+        raise CheckpointError(f"checkpoint has {len(unused)} tensor(s) the model config has no place for, e.g. "
+                              f"{unused[0]} (a feature glassgpt does not support, or a config.json that does not "
+                              "match the weights)")
     ours = from_hf_state_dict(sd, model.cfg)
     expected = set(model.state_dict())
+    extra = sorted(set(ours) - expected)
+    if extra:
+        table = GPT2_KEYS if model.cfg.positions == "learned" else LLAMA_KEYS
+        theirs = {o: t for o, t, _ in _expand(table, model.cfg.n_layers)}
+        raise CheckpointError(f"checkpoint has {theirs.get(extra[0], extra[0])} ({len(extra)} such tensor(s)), which "
+                              "config.json leaves out (e.g. biases with attention_bias/mlp_bias false)")
     missing = sorted(expected - set(ours))
     if missing:
         raise CheckpointError(f"checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}")
