@@ -90,17 +90,10 @@ def main() -> None:
                                     **parse_overrides([f"--{o}" for o in args.overrides])})
     budget = args.seconds - (time.perf_counter() - wall0)
     n_val = int(json.loads((data / "manifest.json").read_text())["split"]["val_tokens"])
-    val_steps = n_val / (cfg.batch_size * cfg.n_ctx) / 3  # forward only
+    val_steps = n_val / (cfg.batch_size * cfg.model_config().n_ctx) / 3  # forward only
     fit = FitToBudget(budget, reserve_s=3.0, val_steps=val_steps)
 
-    from glassgpt import train as T
-
-    original = T.Run.make_callbacks
-    T.Run.make_callbacks = lambda self: [fit] + original(self)
-    try:
-        run = train(cfg)
-    finally:
-        T.Run.make_callbacks = original
+    run = train(cfg, callbacks=[fit])
     val = full_val_loss(run.model, run.data.val, run.train_ctx, cfg.dtype)
     wall = time.perf_counter() - wall0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -124,6 +124,9 @@ PRESETS: dict[str, Any] = {
     # Small CPU presets (GPT-2 style; the vocabulary is set by the tokenizer at training time).
     "baby": lambda: _gpt2(name="baby", d_vocab=65, n_ctx=64, d_model=128, n_layers=4, n_heads=4),
     "small": lambda: _gpt2(name="small", d_vocab=65, n_ctx=256, d_model=384, n_layers=6, n_heads=6),
+    # The default of `glassgpt train`: baby's size with Llama-style blocks (RoPE, RMSNorm, no biases), GELU MLP.
+    "tiny": lambda: _llama(name="tiny", d_vocab=65, n_ctx=128, d_model=128, n_layers=4, n_heads=4, mlp="gelu",
+                           tie_embeddings=True),
 }
 
 

@@ -10,6 +10,7 @@ API (stable; other modules build on it):
     Sampler(cfg).probs(logits, previous)          # (B, V) → probabilities after every filter
     generate_ids(model, prompts, cfg)             # yields (B,) tensors of new ids, one per step
     stream(model, tokenizer, prompt, cfg)         # yields text pieces as they are decided
+    sliding_stream(model, tokenizer, prompt, cfg) # the same, sliding past the context window
     generate(model, tokenizer, prompt, cfg)       # the whole continuation as one string
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import torch
@@ -223,6 +224,24 @@ def stream(model: GPT, tokenizer, prompt: str | Sequence[int], cfg: SampleConfig
     tail = out.flush()
     if tail:
         yield tail
+
+
+def sliding_stream(model: GPT, tokenizer, prompt: str, cfg: SampleConfig) -> Iterator[str]:
+    """Text pieces past the context window: when it is full, continue from the last half of the text so far."""
+    n_ctx, text, left, window = model.cfg.n_ctx, "", cfg.max_new_tokens, 0
+    while left > 0:
+        ids = tokenizer.encode(prompt + text)[-max(1, n_ctx // 2):] if text or window else tokenizer.encode(prompt)
+        n = min(left, n_ctx - len(ids))
+        seed = None if cfg.seed is None else cfg.seed + window
+        produced = 0
+        for piece in stream(model, tokenizer, ids, replace(cfg, max_new_tokens=n, seed=seed)):
+            text += piece
+            produced += 1
+            yield piece
+        if produced == 0 or any(s in text for s in cfg.stop_strings):
+            return
+        left -= n
+        window += 1
 
 
 def generate(model: GPT, tokenizer, prompt: str | Sequence[int], cfg: SampleConfig | None = None) -> str:

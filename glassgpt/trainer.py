@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import mean_over_ranks
 from .errors import GlassError
 
 
@@ -137,7 +138,7 @@ class Trainer:
                     loss = self.loss_fn(self.model, batch) / self.grad_accum
                 loss.backward()
             total += loss.detach().float()
-        loss_value = _mean_over_ranks(total).item()
+        loss_value = mean_over_ranks(total).item()
         step = self.step + 1
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
@@ -198,16 +199,6 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["data"])
         set_rng_state(state["rng"])
-
-
-def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
 
 
 def rng_state() -> dict:

@@ -44,57 +44,13 @@ def step_losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in metrics(run) if "loss" in r}
 
 
-# ----------------------------------------------------------------------------- config
-
-
-def test_overrides_are_typed():
-    got = T.parse_overrides(["--max-steps=100", "--lr", "3e-4", "--compile", "--device=cpu", "--d_mlp=none",
-                             "--dropout=0.1", "--progress", "false"])
-    assert got == {"max_steps": 100, "lr": 3e-4, "compile": True, "device": "cpu", "d_mlp": None, "dropout": 0.1,
-                   "progress": False}
-
-
-@pytest.mark.parametrize("arg, words", [
-    ("--max-stpes=5", ["unknown config key", "max_stpes"]),
-    ("--max-steps=lots", ["max_steps", "int", "lots"]),
-    ("--compile=maybe", ["compile", "bool"]),
-    ("--dtype=float8", ["dtype", "float8"]),
-    ("--batch-size=0", ["batch_size", "positive"]),
-])
-def test_bad_overrides_are_one_line_errors(arg, words, capsys):
-    assert main(["train", arg]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and all(w in err for w in words), err
-
-
-def test_toml_file_then_overrides(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text('max_steps = 7\nlr = 0.01\ndata = "x.txt"\n', encoding="utf-8")
-    cfg = T.make_config(str(path), {"lr": 0.02})
-    assert (cfg.max_steps, cfg.lr, cfg.data) == (7, 0.02, "x.txt")
-    path.write_text('max_steps = "seven"\n', encoding="utf-8")
-    with pytest.raises(GlassError, match=r"c.toml: config key max_steps must be int"):
-        T.make_config(str(path))
-    path.write_text('learning_rate = 1\n', encoding="utf-8")
-    with pytest.raises(GlassError, match=r"c.toml: unknown config key 'learning_rate'"):
-        T.make_config(str(path))
-
-
-def test_bundled_configs_are_valid_and_the_default_is_spelled_out():
-    for name in T.bundled_configs():
-        cfg = T.make_config(name)
-        cfg.model_config(65)  # a valid model too
-    assert T.make_config("shakespeare-char") == T.TrainConfig()
-    assert T.TrainConfig().data == "shakespeare" and T.TrainConfig().tokenizer == "char"
-
-
 # ----------------------------------------------------------------------------- a run
 
 
 def test_run_folder_holds_everything(tmp_path, corpus, capsys):
     run = tmp_path / "run"
     assert main(["train", f"--data={corpus}", f"--out-dir={run}", "--max-steps=8", "--eval-every=4",
-                 "--checkpoint-every=4", "--sample-tokens=40", "--lr=1e-2"] + TINY[:-2]) == 0
+                 "--checkpoint-every=4", "--sample-tokens=40", "--lr=1e-2", "--preset=baby"] + TINY[:-2]) == 0
     out = capsys.readouterr().out
     assert "a sample from the trained model" in out
     names = {p.name for p in run.iterdir()}
@@ -102,6 +58,7 @@ def test_run_folder_holds_everything(tmp_path, corpus, capsys):
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = json.loads((run / "run.json").read_text())
     assert info["version"]["glassgpt"] and info["model"]["d_model"] == 32
+    assert (info["model"]["name"], info["model"]["positions"], info["model"]["norm"]) == ("baby", "learned", "layernorm")
     assert json.loads((run / "train_config.json").read_text())["max_steps"] == 8
     assert [p.name for p in list_checkpoints(run)] == ["step_0000004", "step_0000008"]
     val = [r["val_loss"] for r in metrics(run) if "val_loss" in r]
@@ -219,8 +176,8 @@ class KillAfterCheckpoint:  # SIGKILL, the way a crash or the OOM killer ends a 
         if step >= 10:
             os.kill(os.getpid(), signal.SIGKILL)
 
-make_callbacks = train.Run.make_callbacks
-train.Run.make_callbacks = lambda run: make_callbacks(run) + [KillAfterCheckpoint()]
+make_callbacks = train.make_callbacks
+train.make_callbacks = lambda run: make_callbacks(run) + [KillAfterCheckpoint()]
 sys.exit(main(sys.argv[1:]))
 """
 

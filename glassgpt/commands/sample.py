@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_run
-    from ..generate import SampleConfig
+    from ..generate import SampleConfig, sliding_stream
 
     loaded = load_run(args.run)
     cfg = SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -32,24 +32,3 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write("\n")
     return 0
 
-
-def sliding_stream(model, tokenizer, prompt: str, cfg):
-    """Text pieces past the context window: when it is full, continue from the last half of the text so far."""
-    from dataclasses import replace
-
-    from ..generate import stream
-
-    n_ctx, text, left, window = model.cfg.n_ctx, "", cfg.max_new_tokens, 0
-    while left > 0:
-        ids = tokenizer.encode(prompt + text)[-max(1, n_ctx // 2):] if text or window else tokenizer.encode(prompt)
-        n = min(left, n_ctx - len(ids))
-        seed = None if cfg.seed is None else cfg.seed + window
-        produced = 0
-        for piece in stream(model, tokenizer, ids, replace(cfg, max_new_tokens=n, seed=seed)):
-            text += piece
-            produced += 1
-            yield piece
-        if produced == 0 or any(s in text for s in cfg.stop_strings):
-            return
-        left -= n
-        window += 1

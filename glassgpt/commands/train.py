@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import TRAIN_CONFIG
     from ..errors import GlassError
     from ..io import read_json
-    from ..train import make_config, parse_overrides, train
+    from ..configfile import to_toml
+    from ..train import train
+    from ..train_config import make_config, parse_overrides
 
     overrides = parse_overrides(getattr(args, "overrides", []))
     resume = args.resume
@@ -47,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
         base = read_json(Path(resume) / TRAIN_CONFIG)
         overrides.pop("init_from", None)
     cfg = make_config(args.config, overrides, base)
-    if args.show_config:
-        for key, value in cfg.to_dict().items():
-            print(f"{key} = {_toml(value)}")
+    if args.show_config:  # the model fields the preset fills in are shown filled in
+        print(to_toml(cfg.resolved()), end="")
         return 0
     result = train(cfg, resume=resume, latest_good=args.resume_latest_good)
     if result.dist.main and cfg.sample_tokens:
@@ -57,14 +58,4 @@ def run(args: argparse.Namespace) -> int:
         print(result.sample())
         print(f"--- run folder: {result.out} (glassgpt sample --run {result.out})")
     return 0
-
-
-def _toml(value) -> str:
-    import json
-
-    if value is None:
-        return '"none"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value, ensure_ascii=False)
 
