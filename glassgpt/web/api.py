@@ -1,4 +1,4 @@
-"""The JSON API's request bodies, as pydantic models (FastAPI documents them at /docs).
+"""The JSON API's request bodies, as pydantic models (FastAPI describes them in /openapi.json).
 
 Field bounds here are the fixed ones; limits that depend on the server (prompt length,
 max_new_tokens, the context window) are checked by the app against its `Limits`.
@@ -40,14 +40,29 @@ class EmbedRequest(_Body):
     space: Literal["embed", "unembed"] = "embed"
 
 
-class GenerateRequest(PromptRequest):
-    max_new_tokens: int = Field(64, ge=1)
+class SamplingRequest(PromptRequest):
+    """The sampling settings of the page (G12): temperature, then top-k, top-p, min-p."""
+
     temperature: float = Field(1.0, ge=0.0, le=100.0)
     top_k: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, lt=2**63, description="the sampler's seed; none: a random draw")
+
+
+class PipelineRequest(SamplingRequest):
+    position: int | None = Field(None, ge=0, description="the token followed through the model; none: the last")
+    layer: int = Field(0, ge=0)
+    head: int = Field(0, ge=0)
+
+
+class StepRequest(SamplingRequest):
+    """One more token, drawn as the first token of a generation with the same settings and seed."""
+
+
+class GenerateRequest(SamplingRequest):
+    max_new_tokens: int = Field(64, ge=1)
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    seed: int | None = None
     stop_strings: list[str] = Field(default_factory=list, max_length=8)
     chat: bool = Field(False, description="wrap the prompt as one user message in the model's chat template (G10)")
 

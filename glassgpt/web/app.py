@@ -2,19 +2,28 @@
 
 Model work runs in the thread pool (plain `def` endpoints, and one thread step per token
 for a generation), so one slow request never blocks the others. Each model's forward
-passes take its lock. Every error is JSON — {"error": message, "status": code} — with
-413 (body too large), 422 (invalid request, prompt beyond the context window), 400
-(malformed JSON), 404 (unknown model) and 429 (too many generations at once).
+passes take its fair lock (web/schedule.py): a generation's decode step waits behind at
+most one full forward pass. Every error is JSON — {"error": message, "status": code} — with
+413 (body too large), 422 (invalid request, prompt beyond a limit), 400 (malformed JSON),
+404 (unknown model), 421 (a Host header that is not this server's) and 429 (too many
+generations, or heavy requests, at once).
+
+Bounds (Limits): a prompt's characters, each heavy route's tokens (the lens computes its
+top-k in chunks), at most `max_heavy_requests` model requests in flight. The API is
+described at /openapi.json; there is no /docs page (it would load its script from a CDN).
 Seq2seq runs under --runs are a kind apart (web/seq2seq.py): /api/seq2seq/models and
 /api/seq2seq/translate, with the cross-attention alignment of each decoder layer.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import sys
 import threading
 from pathlib import Path
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -24,11 +33,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import GlassError
-from ..generate import SampleConfig, stream
-from . import analysis
-from .api import EmbedRequest, GenerateRequest, HeadRequest, LensRequest, PromptRequest, TranslateRequest
+from ..generate import SampleConfig, Sampler, stream
+from . import analysis, tokens as tokview
+from .api import (EmbedRequest, GenerateRequest, HeadRequest, LensRequest, PipelineRequest, PromptRequest,
+                  SamplingRequest, StepRequest, TranslateRequest)
 from .limits import Limits
+from .pipeline import pipeline
 from .registry import Entry, Registry, UnknownModel
+from .schedule import Admission, Busy
 from .seq2seq import Translators, translate
 
 STATIC = Path(__file__).parent / "static"
@@ -106,6 +118,37 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HostCheck:
+    """Answer only requests whose Host header names this server: the address it is bound to, or
+    localhost. A web page elsewhere cannot reach the API through a name it controls (DNS rebinding)."""
+
+    def __init__(self, app, allowed: set[str]):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+        name = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+        if name not in self.allowed:
+            response = _error(421, f"this server answers requests for {', '.join(sorted(self.allowed))}, "
+                                   f"not for Host {host[:80]!r}")
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
@@ -115,6 +158,7 @@ def create_app(
     runs_dir: str | Path | None = None,
     limits: Limits | None = None,
     include_default: bool = True,
+    host: str = "127.0.0.1",
 ) -> FastAPI:
     """The explorer app.
 
@@ -122,27 +166,41 @@ def create_app(
         it comes first in the model picker.
     runs_dir: a folder whose run folders (and Hugging Face folders) the picker lists.
     include_default: list SmolLM2-135M-Instruct when its GGUF is installed.
+    host: the address the server binds; requests must name it (or localhost) in their Host header.
+        A non-loopback address prints a warning: anyone who can reach it can use the model.
     """
     limits = limits or Limits()
+    host = host.strip("[]").lower()
+    allowed = LOOPBACK_NAMES | {host}
+    if not is_loopback(host):
+        print(f"warning: binding {host} makes the explorer reachable from other machines: anyone who can reach "
+              f"it can run the model; it answers only requests addressed to {host} or localhost", file=sys.stderr)
     registry = Registry(model, runs_dir, include_default)
     translators = Translators(runs_dir)  # seq2seq runs under runs_dir: a kind of their own
     generations = Generations(limits.max_generations)
-    app = FastAPI(title="glassgpt explorer", version=__version__,
+    heavy = Admission(limits.max_heavy_requests)
+    app = FastAPI(title="glassgpt explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="Watch a GPT think: tokens, the next-token distribution, attention, "
-                              "the logit lens, embeddings and generation.")
+                              "the logit lens, embeddings, one token's pipeline and generation.")
     app.state.registry, app.state.limits, app.state.generations = registry, limits, generations
-    app.state.translators = translators
+    app.state.translators, app.state.heavy = translators, heavy
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(HostCheck, allowed=allowed)  # added last: runs first
     _add_error_handlers(app)
 
-    def with_prompt(req: PromptRequest, work):
-        """Load the model, tokenise the prompt and run `work(loaded, ids)` under the model's lock."""
+    def with_prompt(req: PromptRequest, work, max_tokens: int | None = None, route: str = ""):
+        """Load the model, tokenise the prompt and run `work(loaded, ids)` under the model's lock,
+        if the server admits one more heavy request and the prompt is within the route's token cap."""
         if len(req.prompt) > limits.max_prompt_chars:
             raise ApiError(422, f"the prompt has {len(req.prompt)} characters; the limit is {limits.max_prompt_chars}")
-        entry = registry.get(req.model)
-        with entry.lock:
+        with heavy.admit():
+            entry = registry.get(req.model)
             ids = analysis.encode(entry.loaded, req.prompt)
-            return {"model": entry.id, "tokens": analysis.token_chips(entry.loaded, ids), **work(entry.loaded, ids)}
+            if max_tokens is not None:
+                analysis.check_tokens(ids, max_tokens, route)
+            with entry.lock.full():
+                out = work(entry.loaded, ids)
+            return {"model": entry.id, "tokens": analysis.token_chips(entry.loaded, ids), **out}
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -156,9 +214,9 @@ def create_app(
     def model_info(model_id: str) -> dict:
         return registry.get(model_id).describe()
 
-    @app.get("/api/status", summary="generations in flight and the server's limits")
+    @app.get("/api/status", summary="generations and heavy requests in flight, and the server's limits")
     def status() -> dict:
-        return {"generations": generations.snapshot(), "limits": vars(limits)}
+        return {"generations": generations.snapshot(), "heavy": heavy.snapshot(), "limits": vars(limits)}
 
     @app.post("/api/analyze", summary="the prompt's tokens and the next-token logits (G12)")
     def analyze(req: PromptRequest) -> dict:
@@ -170,19 +228,45 @@ def create_app(
 
     @app.post("/api/attention/head", summary="one head's full pattern as floats")
     def attention_head(req: HeadRequest) -> dict:
-        return with_prompt(req, lambda loaded, ids: analysis.head_pattern(loaded, ids, req.layer, req.head))
+        return with_prompt(req, lambda loaded, ids: analysis.head_pattern(loaded, ids, req.layer, req.head),
+                           limits.max_analysis_tokens, "one head's pattern")
 
     @app.post("/api/lens", summary="the logit lens: each layer's best guesses at each position (G6)")
     def lens(req: LensRequest) -> dict:
         k = min(req.k, limits.max_lens_k)
-        return with_prompt(req, lambda loaded, ids: analysis.lens(loaded, ids, k))
+        return with_prompt(req, lambda loaded, ids: analysis.lens(loaded, ids, k),
+                           limits.max_analysis_tokens, "the logit lens")
+
+    @app.post("/api/pipeline", summary="one token through one layer and head, stage by stage, with the real "
+                                       "numbers (scores: null stands for −∞, a masked key)")
+    def pipeline_route(req: PipelineRequest) -> dict:
+        cfg = _sampling(req)
+
+        def work(loaded, ids):
+            position = len(ids) - 1 if req.position is None else req.position
+            return pipeline(loaded, ids, position, req.layer, req.head, cfg)
+
+        return with_prompt(req, work, limits.max_analysis_tokens, "the pipeline")
+
+    @app.post("/api/step", summary="draw one next token with the sampling settings (as a generation's first token)")
+    def step(req: StepRequest) -> dict:
+        cfg = _sampling(req)
+
+        def work(loaded, ids):
+            with torch.no_grad():
+                logits = loaded.model(torch.tensor([ids]), last_only=True)[:, -1].float()  # (1, d_vocab)
+            token = int(Sampler(cfg).sample(logits)[0])
+            return {"next": dict(tokview.chip(loaded.tokenizer, token), logit=float(logits[0, token])),
+                    "text": loaded.tokenizer.decode(ids + [token])}
+
+        return with_prompt(req, work)
 
     @app.post("/api/embed", summary="embedding arithmetic: nearest, a − b + c, projection on a direction (G9)")
     def embed(req: EmbedRequest) -> dict:
         entry = registry.get(req.model)
         if any(len(w) > 100 for w in req.words + [w for p in req.pairs for w in p]):
             raise ApiError(422, "a word is longer than 100 characters")
-        with entry.lock:
+        with heavy.admit(), entry.lock.full():
             out = analysis.embed_lab(entry.loaded, req.op, req.words, req.pairs, min(req.k, limits.max_embed_k),
                                      req.space)
         return {"model": entry.id, **out}
@@ -223,6 +307,11 @@ def create_app(
     return app
 
 
+def _sampling(req: SamplingRequest) -> SampleConfig:
+    return SampleConfig(max_new_tokens=1, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
+                        min_p=req.min_p, seed=req.seed)
+
+
 def _prepare(registry: Registry, req: GenerateRequest) -> tuple[Entry, list[int], list[str]]:
     """The model, the prompt's ids and the stop strings; as one user message in the chat template if asked."""
     entry = registry.get(req.model)
@@ -235,8 +324,7 @@ def _prepare(registry: Registry, req: GenerateRequest) -> tuple[Entry, list[int]
                       eos_token=entry.loaded.eos_token or "")
         if entry.loaded.chat_template is None:
             stops += PLAIN_STOPS
-    with entry.lock:
-        ids = analysis.encode(entry.loaded, text)
+    ids = analysis.encode(entry.loaded, text)
     n_ctx = entry.loaded.model.cfg.n_ctx
     if len(ids) + req.max_new_tokens > n_ctx:
         raise ApiError(422, f"the prompt's {len(ids)} tokens + max_new_tokens {req.max_new_tokens} exceed "
@@ -252,9 +340,10 @@ def _sse(data: dict, event: str | None = None) -> str:
 _END = object()
 
 
-def _step(entry: Entry, pieces):
-    """One more piece of text (one or a few tokens), under the model's lock."""
-    with entry.lock:
+def _step(entry: Entry, pieces, first: bool):
+    """One more piece of text (one or a few tokens), under the model's lock. The first step
+    runs the prompt through the model (a full pass); the others are decode steps."""
+    with entry.lock.full() if first else entry.lock.decode():
         return next(pieces, _END)
 
 
@@ -267,7 +356,7 @@ async def _events(entry: Entry, ids: list[int], cfg: SampleConfig, generations: 
         yield _sse({"model": entry.id, "prompt": entry.loaded.tokenizer.decode(ids), "prompt_tokens": len(ids),
                     "max_new_tokens": cfg.max_new_tokens}, "start")
         while True:
-            piece = await run_in_threadpool(_step, entry, pieces)
+            piece = await run_in_threadpool(_step, entry, pieces, n == 0)
             if piece is _END:
                 break
             n += 1
@@ -286,6 +375,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
         return _error(e.status, str(e))
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, e: Busy):
+        return _error(429, str(e))
 
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, e: UnknownModel):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import GlassError
 from ..load import Loaded, load_model
+from .schedule import FairLock
 
 DEFAULT_ID = "smollm2"
 _ID = re.compile(r"^[A-Za-z0-9._\-/]{1,200}$")
@@ -31,7 +32,7 @@ class Entry:
     origin: str  # "model" (--model) | "default" (SmolLM2) | "run" (a folder under --runs)
     path: Path | None = None
     loaded: Loaded | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one forward pass at a time
+    lock: FairLock = field(default_factory=FairLock, repr=False)  # one forward pass at a time, fairly shared
 
     def describe(self) -> dict:
         out = {"id": self.id, "label": self.label, "origin": self.origin, "loaded": self.loaded is not None}

@@ -1,8 +1,8 @@
-// Attention (T8, T12): a layer × head grid of small pattern images; one click opens the
-// full n×n heatmap with token labels. Hovering a token shows what it attends to (its row)
-// and what attends to it (its column).
+// Attention (T8, T12): a layer × head grid of small pattern images; one click (or Enter) opens
+// the full n×n heatmap. Pointing at a cell shows its weight; clicking it (or Enter on the
+// keyboard) shows what its query token attends to (its row) and what attends to it (its column).
 
-import { visible } from "./tokens.js";
+import { label } from "./tokens.js";
 
 // pattern: Uint8Array of shape (L, H, T, T), values p·255.
 export function renderGrid(container, pattern, [L, H, T], onPick) {
@@ -24,6 +24,12 @@ export function renderGrid(container, pattern, [L, H, T], onPick) {
       canvas.dataset.layer = l;
       canvas.dataset.head = h;
       canvas.title = `layer ${l}, head ${h}`;
+      canvas.tabIndex = 0;
+      canvas.setAttribute("role", "button");
+      canvas.setAttribute("aria-label", `open layer ${l}, head ${h}`);
+      canvas.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); canvas.click(); }
+      });
       drawPattern(canvas, pattern.subarray(((l * H) + h) * T * T, ((l * H) + h + 1) * T * T), T);
       canvas.addEventListener("click", () => {
         container.querySelectorAll(".thumb.selected").forEach((c) => c.classList.remove("selected"));
@@ -57,91 +63,124 @@ function drawPattern(canvas, bytes, T) {
   ctx.putImageData(image, 0, 0);
 }
 
-// The full pattern of one head: a table, queries as rows, keys as columns.
+// The full pattern of one head on a canvas (thousands of table cells would not stay interactive):
+// queries down, keys across, token labels along the edges when there is room. Pointer, tap and
+// keyboard (arrow keys move the cursor, Enter shows the query's strips) all reach a cell's value.
 export function renderHeatmap(container, info, pattern, tokens) {
   const T = tokens.length;
-  const table = document.createElement("table");
-  table.className = "heatmap";
-  const head = table.createTHead().insertRow();
-  head.append(document.createElement("th"));
-  tokens.forEach((t, j) => {
-    const th = document.createElement("th");
-    th.className = "key-label";
-    th.dataset.pos = j;
-    th.innerHTML = `<span>${escape(visible(t.text))}</span>`;
-    head.append(th);
-  });
-  const body = table.createTBody();
-  for (let i = 0; i < T; i++) {
-    const tr = body.insertRow();
-    const th = document.createElement("th");
-    th.className = "query-label";
-    th.dataset.pos = i;
-    th.textContent = visible(tokens[i].text);
-    tr.append(th);
-    for (let j = 0; j < T; j++) {
-      const td = tr.insertCell();
-      const v = pattern[i][j];
-      td.dataset.q = i;
-      td.dataset.k = j;
-      td.style.background = `rgba(25, 64, 165, ${v})`;
-      if (j > i) td.className = "future";
+  const cell = Math.max(2, Math.min(18, Math.floor(640 / T)));
+  const labels = cell >= 10;
+  const margin = labels ? Math.min(90, 8 + 7 * Math.max(...tokens.map((t) => label(t).length))) : 0;
+  const canvas = document.createElement("canvas");
+  canvas.className = "heatmap-canvas";
+  canvas.tabIndex = 0;
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", `attention pattern, ${T} × ${T}; arrow keys move, Enter shows a token`);
+  const size = margin + T * cell;
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = size * ratio;
+  canvas.height = size * ratio;
+  canvas.style.width = `${size}px`;
+  canvas.style.maxWidth = "100%";
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  let cursor = null;
+  const draw = () => {
+    ctx.fillStyle = "white";
+    ctx.fillRect(0, 0, size, size);
+    for (let i = 0; i < T; i++) {
+      for (let j = 0; j < T; j++) {
+        if (j > i) { ctx.fillStyle = "#eceef2"; }  // masked: the future
+        else { const v = pattern[i][j]; ctx.fillStyle = `rgb(${255 - 230 * v}, ${255 - 191 * v}, ${255 - 90 * v})`; }
+        ctx.fillRect(margin + j * cell, margin + i * cell, cell - (cell > 4 ? 1 : 0), cell - (cell > 4 ? 1 : 0));
+      }
     }
-  }
-  container.replaceChildren(table);
-
-  const clear = () => table.querySelectorAll(".hl-row, .hl-col, .hl-label").forEach((e) =>
-    e.classList.remove("hl-row", "hl-col", "hl-label"));
-  const focus = (pos, q, k) => {
-    clear();
-    table.querySelectorAll(`td[data-q="${q}"]`).forEach((e) => e.classList.add("hl-row"));
-    table.querySelectorAll(`td[data-k="${k}"]`).forEach((e) => e.classList.add("hl-col"));
-    table.querySelectorAll(`th[data-pos="${pos}"]`).forEach((e) => e.classList.add("hl-label"));
+    if (labels) {
+      ctx.fillStyle = "#1d2330";
+      ctx.font = "11px ui-monospace, DejaVu Sans Mono, monospace";
+      ctx.textAlign = "right";
+      ctx.textBaseline = "middle";
+      tokens.forEach((t, i) => ctx.fillText(label(t).slice(0, 12), margin - 4, margin + i * cell + cell / 2));
+      tokens.forEach((t, j) => {
+        ctx.save();
+        ctx.translate(margin + j * cell + cell / 2, margin - 4);
+        ctx.rotate(-Math.PI / 2);
+        ctx.textAlign = "left";
+        ctx.fillText(label(t).slice(0, 12), 0, 0);
+        ctx.restore();
+      });
+    }
+    if (cursor) {
+      ctx.strokeStyle = "#c85a14";
+      ctx.lineWidth = 2;
+      ctx.strokeRect(margin + cursor[1] * cell, margin + cursor[0] * cell, cell, cell);
+    }
   };
-  table.addEventListener("mouseover", (ev) => {
-    const target = ev.target.closest("td, th");
-    if (!target) return;
-    if (target.tagName === "TD") {
-      const q = +target.dataset.q, k = +target.dataset.k;
-      focus(-1, q, k);
-      info.textContent = `${quote(tokens[q].text)} (pos ${q}) → ${quote(tokens[k].text)} (pos ${k}): ${pattern[q][k].toFixed(4)}`;
-    } else if (target.dataset.pos !== undefined) {
-      const pos = +target.dataset.pos;
-      focus(pos, pos, pos);
-      showToken(info, pattern, tokens, pos);
+  const show = (q, k) => {
+    cursor = [q, k];
+    draw();
+    const value = k > q ? "masked (−∞ before the softmax, weight 0)" : pattern[q][k].toFixed(4);
+    const line = document.createElement("div");
+    line.className = "cell-info";
+    line.textContent = `${quote(tokens[q])} (pos ${q}) → ${quote(tokens[k])} (pos ${k}): ${value}`;
+    info.replaceChildren(line);
+  };
+  const at = (ev) => {
+    const box = canvas.getBoundingClientRect();
+    const scale = size / box.width;
+    const x = (ev.clientX - box.left) * scale - margin, y = (ev.clientY - box.top) * scale - margin;
+    const q = Math.floor(y / cell), k = Math.floor(x / cell);
+    return q >= 0 && k >= 0 && q < T && k < T ? [q, k] : null;
+  };
+  canvas.addEventListener("pointermove", (ev) => { const c = at(ev); if (c) show(...c); });
+  canvas.addEventListener("click", (ev) => {
+    const c = at(ev);
+    if (!c) return;
+    show(...c);
+    info.append(...strips(pattern, tokens, c[0]));
+  });
+  canvas.addEventListener("keydown", (ev) => {
+    const [q, k] = cursor || [T - 1, 0];
+    const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+    if (moves[ev.key]) {
+      ev.preventDefault();
+      const [dq, dk] = moves[ev.key];
+      show(Math.min(T - 1, Math.max(0, q + dq)), Math.min(T - 1, Math.max(0, k + dk)));
+    } else if (ev.key === "Enter" || ev.key === " ") {
+      ev.preventDefault();
+      show(q, k);
+      info.append(...strips(pattern, tokens, q));
     }
   });
-  table.addEventListener("mouseleave", () => { clear(); info.textContent = ""; });
+  draw();
+  container.replaceChildren(canvas);
 }
 
 // Two strips for one token: what it attends to (its row) and what attends to it (its column).
-function showToken(info, pattern, tokens, pos) {
+function strips(pattern, tokens, pos) {
   const strip = (title, weight) => {
     const line = document.createElement("div");
     line.className = "strip";
-    const label = document.createElement("b");
-    label.textContent = title;
-    line.append(label);
+    const heading = document.createElement("b");
+    heading.textContent = title;
+    line.append(heading);
     tokens.forEach((t, j) => {
       const chip = document.createElement("span");
       chip.className = "strip-chip";
       const w = weight(j);
       chip.style.background = `rgba(25, 64, 165, ${w})`;
       chip.style.color = w > 0.5 ? "white" : "black";
-      chip.textContent = visible(t.text);
+      chip.textContent = label(t);
       chip.title = w.toFixed(4);
+      chip.dataset.weight = w;
       line.append(chip);
     });
     return line;
   };
-  info.replaceChildren(
-    strip(`${quote(tokens[pos].text)} attends to: `, (j) => pattern[pos][j]),
-    strip(`attends to ${quote(tokens[pos].text)}: `, (j) => pattern[j][pos]),
-  );
+  return [
+    strip(`${quote(tokens[pos])} attends to: `, (j) => pattern[pos][j]),
+    strip(`attends to ${quote(tokens[pos])}: `, (j) => pattern[j][pos]),
+  ];
 }
 
-function quote(text) { return `“${visible(text)}”`; }
-
-function escape(text) {
-  return text.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-}
+function quote(t) { return `“${label(t)}”`; }

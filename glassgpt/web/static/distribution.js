@@ -1,4 +1,4 @@
-import { visible } from "./tokens.js";
+import { describe, label } from "./tokens.js";
 
 // The next-token distribution, recomputed in the browser from the raw logits (G12).
 // Same order as the server's sampler: temperature, then top-k, top-p, min-p.
@@ -45,14 +45,22 @@ export function entropyBits(p) {
   return h;
 }
 
-export function renderBars(container, top, p, pT1, shown = 20) {
+// The bars of the top tokens. Each row is focusable: a tap, a click or keyboard focus shows its
+// id, logit and probability at T = 1 in `info` (what the tooltip shows to a mouse).
+export function renderBars(container, top, p, pT1, { shown = 20, info = null, drawn = null } = {}) {
   const rows = top.slice(0, shown).map((t, i) => {
     const row = document.createElement("div");
-    row.className = "bar-row" + (p[i] === 0 ? " cut" : "");
-    row.title = `id ${t.id} · logit ${t.logit.toFixed(3)} · p at T=1: ${(100 * pT1[i]).toFixed(2)}%`;
-    const label = document.createElement("span");
-    label.className = "bar-label";
-    label.textContent = visible(t.text);
+    row.className = "bar-row" + (p[i] === 0 ? " cut" : "") + (t.id === drawn ? " drawn" : "");
+    const details = `${label(t)} · ${describe(t)} · logit ${t.logit.toFixed(3)} · p ${(100 * p[i]).toFixed(2)}% · p at T=1: ${(100 * pT1[i]).toFixed(2)}%`;
+    row.title = details;
+    row.tabIndex = 0;
+    row.dataset.id = t.id;
+    const say = () => { if (info) info.textContent = details; };
+    row.addEventListener("focus", say);
+    row.addEventListener("click", say);
+    const name = document.createElement("span");
+    name.className = "bar-label";
+    name.textContent = label(t);
     const track = document.createElement("span");
     track.className = "bar-track";
     const bar = document.createElement("span");
@@ -65,7 +73,7 @@ export function renderBars(container, top, p, pT1, shown = 20) {
     const value = document.createElement("span");
     value.className = "bar-value";
     value.textContent = `${(100 * p[i]).toFixed(2)}%`;
-    row.append(label, track, value);
+    row.append(name, track, value);
     return row;
   });
   container.replaceChildren(...rows);

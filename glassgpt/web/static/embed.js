@@ -1,6 +1,41 @@
 // The embedding lab (G9): nearest neighbours, a − b + c, and projection on a direction.
+// Above the bars: how each word splits into tokens (a leading space marked ·; several pieces are
+// averaged), and whether the input and output spaces are one matrix (tied: W_U = W_Eᵀ).
 
-export function renderEmbed(container, title, results, signed = false) {
+import { describe, label } from "./tokens.js";
+
+function words(result) {
+  const box = document.createElement("div");
+  box.className = "embed-words caption";
+  for (const w of result.words || []) {
+    const line = document.createElement("div");
+    line.className = "embed-word";
+    line.append(`“${w.word}” → `);
+    for (const t of w.pieces) {
+      const chip = document.createElement("span");
+      chip.className = "strip-chip" + (t.partial ? " partial" : "");
+      chip.textContent = label(t);
+      chip.title = describe(t);
+      line.append(chip, " ");
+    }
+    const notes = [];
+    if (w.leading_space) notes.push("looked up with its leading space (·), as inside a sentence");
+    if (w.pieces.length > 1) notes.push(`${w.pieces.length} pieces: the word's vector is their mean`);
+    else notes.push("one token");
+    line.append(notes.join("; "));
+    box.append(line);
+  }
+  const tied = document.createElement("div");
+  tied.className = "embed-tied";
+  tied.textContent = result.tied
+    ? "W_E and W_U are the same matrix here (tied: W_U = W_Eᵀ), so the input and output spaces give the same answers."
+    : `W_E (input) and W_U (output) are separate matrices; this is the ${result.space === "unembed" ? "output (W_U)" : "input (W_E)"} space.`;
+  box.append(tied);
+  return box;
+}
+
+export function renderEmbed(container, title, result, signed = false) {
+  const results = result.results;
   const heading = document.createElement("div");
   heading.className = "caption";
   heading.textContent = title;
@@ -8,9 +43,9 @@ export function renderEmbed(container, title, results, signed = false) {
   const rows = results.map((r) => {
     const row = document.createElement("div");
     row.className = "bar-row";
-    const label = document.createElement("span");
-    label.className = "bar-label";
-    label.textContent = JSON.stringify(r.text).slice(1, -1);
+    const name = document.createElement("span");
+    name.className = "bar-label";
+    name.textContent = r.text.replace(/ /g, "·").replace(/\n/g, "↵");
     const track = document.createElement("span");
     track.className = "bar-track" + (signed ? " signed" : "");
     const bar = document.createElement("span");
@@ -22,10 +57,10 @@ export function renderEmbed(container, title, results, signed = false) {
     const value = document.createElement("span");
     value.className = "bar-value";
     value.textContent = r.score.toFixed(3);
-    row.append(label, track, value);
+    row.append(name, track, value);
     return row;
   });
-  container.replaceChildren(heading, ...rows);
+  container.replaceChildren(words(result), heading, ...rows);
 }
 
 export function parsePairs(text) {
