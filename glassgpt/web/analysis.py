@@ -106,16 +106,27 @@ def head_pattern(loaded: Loaded, ids: list[int], layer: int, head: int) -> dict:
 
 @torch.no_grad()
 def lens(loaded: Loaded, ids: list[int], k: int) -> dict:
-    """The logit lens (G6): at each stage and position, the k best guesses with probabilities.
+    """The logit lens (G6): at each stage and position, the k best guesses with probabilities."""
+    return lens_top(loaded, lens_stages(loaded, ids), k)
+
+
+def lens_stages(loaded: Loaded, ids: list[int]) -> torch.Tensor:
+    """The lens's forward pass: the residual stream after each stage, (L+1, T, d_model)."""
+    L = loaded.model.cfg.n_layers
+    stages = ["embed"] + [f"blocks.{i}.resid_post" for i in range(L)]
+    cache = cached(loaded, ids, stages)
+    return torch.stack([cache.pop(n)[0] for n in stages])
+
+
+@torch.no_grad()
+def lens_top(loaded: Loaded, resid: torch.Tensor, k: int) -> dict:
+    """The lens's read-out: final norm and unembedding at every stage and position, top k kept.
 
     The lens logits of every stage and position would be (n_layers + 1) × T × d_vocab floats
     (4.7 GB for SmolLM2 at 800 tokens), so they are computed LENS_CHUNK positions at a time
-    and only each chunk's top k is kept."""
+    and only each chunk's top k is kept. It runs no hook, so it needs no model lock."""
     model, tok = loaded.model, loaded.tokenizer
-    stages = ["embed"] + [f"blocks.{i}.resid_post" for i in range(model.cfg.n_layers)]
-    cache = cached(loaded, ids, stages)
     names = ["embed"] + [f"blocks.{i}" for i in range(model.cfg.n_layers)]
-    resid = torch.stack([cache.pop(n)[0] for n in stages])  # (L+1, T, d_model)
     W_U = W_U_of(model)
     k = max(1, min(k, W_U.shape[-1]))
     top_ids, top_probs = [], []

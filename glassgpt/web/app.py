@@ -40,7 +40,7 @@ from .api import (EmbedRequest, GenerateRequest, HeadRequest, LensRequest, Pipel
 from .limits import Limits
 from .pipeline import pipeline
 from .registry import Entry, Registry, UnknownModel
-from .schedule import Admission, Busy
+from .schedule import Admission, Busy, release_memory
 from .seq2seq import Translators, translate
 
 STATIC = Path(__file__).parent / "static"
@@ -188,18 +188,23 @@ def create_app(
     app.add_middleware(HostCheck, allowed=allowed)  # added last: runs first
     _add_error_handlers(app)
 
-    def with_prompt(req: PromptRequest, work, max_tokens: int | None = None, route: str = ""):
+    read_out = threading.Lock()  # one lens read-out at a time (its chunks are the largest arrays)
+
+    def with_prompt(req: PromptRequest, work, route: str, after=None, max_tokens: int | None = None):
         """Load the model, tokenise the prompt and run `work(loaded, ids)` under the model's lock,
-        if the server admits one more heavy request and the prompt is within the route's token cap."""
+        if the server admits one more heavy request and the prompt is within the route's token cap.
+        `after(loaded, out)`, if given, finishes the work outside the model's lock (no hooks)."""
         if len(req.prompt) > limits.max_prompt_chars:
             raise ApiError(422, f"the prompt has {len(req.prompt)} characters; the limit is {limits.max_prompt_chars}")
         with heavy.admit():
             entry = registry.get(req.model)
             ids = analysis.encode(entry.loaded, req.prompt)
-            if max_tokens is not None:
-                analysis.check_tokens(ids, max_tokens, route)
+            analysis.check_tokens(ids, max_tokens or limits.max_analysis_tokens, route)
             with entry.lock.full():
                 out = work(entry.loaded, ids)
+            if after is not None:
+                with read_out:
+                    out = after(entry.loaded, out)
             return {"model": entry.id, "tokens": analysis.token_chips(entry.loaded, ids), **out}
 
     @app.get("/", include_in_schema=False)
@@ -220,22 +225,25 @@ def create_app(
 
     @app.post("/api/analyze", summary="the prompt's tokens and the next-token logits (G12)")
     def analyze(req: PromptRequest) -> dict:
-        return with_prompt(req, lambda loaded, ids: {"next": analysis.next_token(loaded, ids, limits.top_n)})
+        return with_prompt(req, lambda loaded, ids: {"next": analysis.next_token(loaded, ids, limits.top_n)},
+                           "the next-token distribution")
 
     @app.post("/api/attention", summary="every layer × head pattern, as bytes (p·255), for thumbnails (T8)")
     def attention(req: PromptRequest) -> dict:
-        return with_prompt(req, lambda loaded, ids: analysis.attention_grid(loaded, ids, limits.max_attention_cells))
+        return with_prompt(req, lambda loaded, ids: analysis.attention_grid(loaded, ids, limits.max_attention_cells),
+                           "the attention grid")
 
     @app.post("/api/attention/head", summary="one head's full pattern as floats")
     def attention_head(req: HeadRequest) -> dict:
         return with_prompt(req, lambda loaded, ids: analysis.head_pattern(loaded, ids, req.layer, req.head),
-                           limits.max_analysis_tokens, "one head's pattern")
+                           "one head's pattern")
 
     @app.post("/api/lens", summary="the logit lens: each layer's best guesses at each position (G6)")
     def lens(req: LensRequest) -> dict:
         k = min(req.k, limits.max_lens_k)
-        return with_prompt(req, lambda loaded, ids: analysis.lens(loaded, ids, k),
-                           limits.max_analysis_tokens, "the logit lens")
+        return with_prompt(req, analysis.lens_stages, "the logit lens",
+                           after=lambda loaded, resid: analysis.lens_top(loaded, resid, k),
+                           max_tokens=min(limits.max_lens_tokens, limits.max_analysis_tokens))
 
     @app.post("/api/pipeline", summary="one token through one layer and head, stage by stage, with the real "
                                        "numbers (scores: null stands for −∞, a masked key)")
@@ -246,7 +254,7 @@ def create_app(
             position = len(ids) - 1 if req.position is None else req.position
             return pipeline(loaded, ids, position, req.layer, req.head, cfg)
 
-        return with_prompt(req, work, limits.max_analysis_tokens, "the pipeline")
+        return with_prompt(req, work, "the pipeline")
 
     @app.post("/api/step", summary="draw one next token with the sampling settings (as a generation's first token)")
     def step(req: StepRequest) -> dict:
@@ -259,7 +267,7 @@ def create_app(
             return {"next": dict(tokview.chip(loaded.tokenizer, token), logit=float(logits[0, token])),
                     "text": loaded.tokenizer.decode(ids + [token])}
 
-        return with_prompt(req, work)
+        return with_prompt(req, work, "a step")
 
     @app.post("/api/embed", summary="embedding arithmetic: nearest, a − b + c, projection on a direction (G9)")
     def embed(req: EmbedRequest) -> dict:
@@ -369,6 +377,7 @@ async def _events(entry: Entry, ids: list[int], cfg: SampleConfig, generations: 
     finally:
         pieces.close()  # not running now (each step ran to its end); its KV cache goes with it
         generations.release("finished" if completed else "cancelled")
+        release_memory()
 
 
 def _add_error_handlers(app: FastAPI) -> None:
