@@ -24,6 +24,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointError, GlassError
+from .hf import fuse_qkv, split_qkv
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -48,6 +49,27 @@ GGUF_KEYS: list[tuple[str, str, str]] = [
     ("unembed.W_U", "output.weight", "T"),  # only when untied
 ]
 
+# llama.cpp's gpt2 architecture: biases everywhere, learned positions, Q, K and V in one matrix (split after).
+GGUF_GPT2_KEYS: list[tuple[str, str, str]] = [
+    ("embed.W_E", "token_embd.weight", ""),
+    ("embed.W_pos", "position_embd.weight", ""),  # (n_ctx, d_model) both sides
+    ("blocks.{i}.ln1.w", "blk.{i}.attn_norm.weight", ""),
+    ("blocks.{i}.ln1.b", "blk.{i}.attn_norm.bias", ""),
+    ("blocks.{i}.attn.W_QKV", "blk.{i}.attn_qkv.weight", "T"),
+    ("blocks.{i}.attn.b_QKV", "blk.{i}.attn_qkv.bias", ""),
+    ("blocks.{i}.attn.W_O", "blk.{i}.attn_output.weight", "T"),
+    ("blocks.{i}.attn.b_O", "blk.{i}.attn_output.bias", ""),
+    ("blocks.{i}.ln2.w", "blk.{i}.ffn_norm.weight", ""),
+    ("blocks.{i}.ln2.b", "blk.{i}.ffn_norm.bias", ""),
+    ("blocks.{i}.mlp.W_up", "blk.{i}.ffn_up.weight", "T"),
+    ("blocks.{i}.mlp.b_up", "blk.{i}.ffn_up.bias", ""),
+    ("blocks.{i}.mlp.W_down", "blk.{i}.ffn_down.weight", "T"),
+    ("blocks.{i}.mlp.b_down", "blk.{i}.ffn_down.bias", ""),
+    ("unembed.norm.w", "output_norm.weight", ""),
+    ("unembed.norm.b", "output_norm.bias", ""),
+    ("unembed.W_U", "output.weight", "T"),  # only when untied
+]
+
 # Hyperparameters: ModelConfig field ← "{arch}.<key>".
 GGUF_HPARAMS: list[tuple[str, str]] = [
     ("n_ctx", "context_length"),
@@ -60,7 +82,16 @@ GGUF_HPARAMS: list[tuple[str, str]] = [
     ("norm_eps", "attention.layer_norm_rms_epsilon"),
 ]
 
-SUPPORTED_ARCHS = ("llama",)
+GGUF_GPT2_HPARAMS: list[tuple[str, str]] = [
+    ("n_ctx", "context_length"),
+    ("d_model", "embedding_length"),
+    ("n_layers", "block_count"),
+    ("d_mlp", "feed_forward_length"),
+    ("n_heads", "attention.head_count"),
+    ("norm_eps", "attention.layer_norm_epsilon"),
+]
+
+SUPPORTED_ARCHS = ("llama", "gpt2")
 
 # llama.cpp's pre-tokenizer names → how text is cut before BPE. SmolLM2 ("smollm") and the
 # StarCoder family split every digit on its own first, then apply GPT-2's regex.
@@ -105,9 +136,9 @@ def unpermute_rope_rows(W: torch.Tensor, n_heads: int) -> torch.Tensor:
     return W.reshape(n_heads, half, 2, *rest).transpose(1, 2).reshape(W.shape)  # (H, 2, half, ...) → rows
 
 
-def _expand(n_layers: int) -> list[tuple[str, str, str]]:
+def _expand(n_layers: int, arch: str = "llama") -> list[tuple[str, str, str]]:
     rows = []
-    for ours, theirs, how in GGUF_KEYS:
+    for ours, theirs, how in GGUF_GPT2_KEYS if arch == "gpt2" else GGUF_KEYS:
         if "{i}" in ours:
             rows += [(ours.format(i=i), theirs.format(i=i), how) for i in range(n_layers)]
         else:
@@ -122,7 +153,7 @@ def from_gguf_tensors(tensors: dict[str, Any], cfg: ModelConfig, read=lambda t: 
     """
     heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}
     out: dict[str, torch.Tensor] = {}
-    for ours, theirs, how in _expand(cfg.n_layers):
+    for ours, theirs, how in _expand(cfg.n_layers, arch_of(cfg)):
         if theirs not in tensors or (ours == "unembed.W_U" and cfg.tie_embeddings):
             continue
         t = read(tensors[theirs])
@@ -131,14 +162,32 @@ def from_gguf_tensors(tensors: dict[str, Any], cfg: ModelConfig, read=lambda t: 
         if how.startswith("T"):
             t = t.T
         out[ours] = t.contiguous()
+    if arch_of(cfg) == "gpt2":
+        split_qkv(out, cfg)
     return out
+
+
+def arch_of(cfg: ModelConfig) -> str:
+    """The llama.cpp architecture that holds a glassgpt model exactly, or a CheckpointError saying why none does."""
+    if cfg.positions == "learned" and cfg.norm == "layernorm" and cfg.mlp == "gelu" and cfg.n_kv_heads == cfg.n_heads:
+        return "gpt2"
+    if cfg.positions == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu" and not cfg.attn_bias \
+            and not cfg.mlp_bias:
+        return "llama"
+    raise CheckpointError(f"GGUF has no architecture for this model (positions={cfg.positions}, norm={cfg.norm}, "
+                          f"mlp={cfg.mlp}, attn_bias={cfg.attn_bias}, mlp_bias={cfg.mlp_bias}): llama.cpp's llama "
+                          "needs RoPE, RMSNorm, SwiGLU and no biases, its gpt2 learned positions, LayerNorm and GELU "
+                          "(export --format hf writes any of glassgpt's recipes)")
 
 
 def to_gguf_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Our state dict → GGUF tensors, the same table read the other way (the Q/K permutation redone)."""
     heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}
+    arch = arch_of(cfg)
+    if arch == "gpt2":
+        sd = fuse_qkv(sd, cfg)  # zero biases for a model without them
     out: dict[str, torch.Tensor] = {}
-    for ours, theirs, how in _expand(cfg.n_layers):
+    for ours, theirs, how in _expand(cfg.n_layers, arch):
         if ours not in sd:
             continue
         t = sd[ours]
@@ -192,7 +241,7 @@ def config_from_gguf(meta: dict[str, Any], path: Path) -> ModelConfig:
         raise CheckpointError(f"{path}: architecture {arch!r} is not supported (glassgpt loads: "
                               f"{', '.join(SUPPORTED_ARCHS)})")
     values: dict[str, Any] = {}
-    for ours, key in GGUF_HPARAMS:
+    for ours, key in GGUF_GPT2_HPARAMS if arch == "gpt2" else GGUF_HPARAMS:
         full = f"{arch}.{key}"
         if full in meta:
             values[ours] = meta[full]
@@ -201,6 +250,13 @@ def config_from_gguf(meta: dict[str, Any], path: Path) -> ModelConfig:
     vocab = meta.get(f"{arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or [])
     if not vocab:
         raise CheckpointError(f"{path}: metadata gives no vocabulary size")
+    if arch == "gpt2":  # biases everywhere; tied or not is decided by the tensors present
+        try:
+            return ModelConfig(name=meta.get("general.name") or path.stem, d_vocab=int(vocab), positions="learned",
+                               norm="layernorm", mlp="gelu", attn_bias=True, mlp_bias=True,
+                               **{k: float(v) if k == "norm_eps" else int(v) for k, v in values.items()})
+        except ValueError as e:
+            raise CheckpointError(f"{path}: impossible hyperparameters ({e})") from None
     d_head = values["d_model"] // values["n_heads"]
     rope_dims = meta.get(f"{arch}.rope.dimension_count", d_head)
     if rope_dims != d_head:
@@ -323,10 +379,11 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
     tokenizer, bos, eos = tokenizer_from_gguf(meta, path)
     raw = {t.name: t for t in reader.tensors}
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
-    known = {theirs for _, theirs, _ in _expand(cfg.n_layers)}
+    arch = meta.get("general.architecture")
+    known = {theirs for _, theirs, _ in _expand(cfg.n_layers, arch)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise CheckpointError(f"{path}: tensor {unknown[0]} is not part of the llama architecture glassgpt "
+        raise CheckpointError(f"{path}: tensor {unknown[0]} is not part of the {arch} architecture glassgpt "
                               f"loads ({len(unknown)} such tensor(s))")
     def read(t):  # matrices in dtype; norm weights (1-D) stay float32
         x = dequantize(t, path)
@@ -337,7 +394,7 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
     if missing:
-        theirs = {o: t for o, t, _ in _expand(cfg.n_layers)}
+        theirs = {o: t for o, t, _ in _expand(cfg.n_layers, arch)}
         raise CheckpointError(f"{path}: {len(missing)} tensor(s) missing, e.g. {theirs.get(missing[0], missing[0])}")
     for name, t in sd.items():
         if tuple(t.shape) != tuple(expected[name].shape):

@@ -175,13 +175,8 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
             continue
         t = sd[theirs]
         out[ours] = t.T.contiguous() if transpose else t
-    if gpt2:  # split c_attn into W_Q, W_K, W_V
-        for i in range(cfg.n_layers):
-            for kind in ("W", "b"):
-                fused = out.pop(f"blocks.{i}.attn.{kind}_QKV", None)
-                if fused is not None:
-                    for name, part in zip("QKV", fused.split(cfg.d_model, dim=-1)):
-                        out[f"blocks.{i}.attn.{kind}_{name}"] = part.contiguous()
+    if gpt2:
+        split_qkv(out, cfg)
     else:
         for i in range(cfg.n_layers):
             if cfg.attn_bias and f"blocks.{i}.attn.b_Q" in out and f"blocks.{i}.attn.b_O" not in out:
@@ -189,6 +184,43 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
             if cfg.mlp == "gelu":
                 _ungate(out, i)
     return out
+
+
+def split_qkv(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
+    """GPT-2 keeps Q, K and V side by side in one matrix: W_QKV (d_model, 3·d_model) → W_Q, W_K, W_V, in place."""
+    for i in range(cfg.n_layers):
+        for kind in ("W", "b"):
+            fused = sd.pop(f"blocks.{i}.attn.{kind}_QKV", None)
+            if fused is not None:
+                for name, part in zip("QKV", fused.split(cfg.d_model, dim=-1)):
+                    sd[f"blocks.{i}.attn.{kind}_{name}"] = part.contiguous()
+
+
+def fuse_qkv(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """W_Q, W_K, W_V → W_QKV (and the biases, zero for a model without them: GPT-2 always has biases)."""
+    sd = dict(sd)
+    D = cfg.d_model
+    for i in range(cfg.n_layers):
+        a, m = f"blocks.{i}.attn.", f"blocks.{i}.mlp."
+        for key, size in ((a + "b_Q", D), (a + "b_K", D), (a + "b_V", D), (a + "b_O", D), (m + "b_up", cfg.d_mlp),
+                          (m + "b_down", D)):
+            sd.setdefault(key, torch.zeros(size))
+        for kind in ("W", "b"):
+            sd[f"{a}{kind}_QKV"] = torch.cat([sd.pop(f"{a}{kind}_{n}") for n in "QKV"], dim=-1)
+    return sd
+
+
+def _gate(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """GELU(x·W_up)·W_down as a gated MLP: W_up becomes the gate, the up projection the constant 1."""
+    sd = dict(sd)
+    for i in range(cfg.n_layers):
+        p = f"blocks.{i}.mlp."
+        sd[p + "W_gate"] = sd.pop(p + "W_up")
+        sd[p + "b_gate"] = sd.pop(p + "b_up", torch.zeros(cfg.d_mlp))
+        sd[p + "W_up"] = torch.zeros(cfg.d_model, cfg.d_mlp)
+        sd[p + "b_up"] = torch.ones(cfg.d_mlp)
+        sd.setdefault(p + "b_down", torch.zeros(cfg.d_model))
+    return sd
 
 
 def _ungate(sd: dict[str, torch.Tensor], i: int) -> None:
@@ -208,23 +240,10 @@ def _ungate(sd: dict[str, torch.Tensor], i: int) -> None:
 def to_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Our state dict → theirs, by the same table read the other way (see config_to_hf for the two fills)."""
     gpt2 = config_to_hf(cfg)["model_type"] == "gpt2"
-    sd = dict(sd)
-    D = cfg.d_model
-    for i in range(cfg.n_layers):
-        a, m = f"blocks.{i}.attn.", f"blocks.{i}.mlp."
-        if gpt2:
-            for name, size in (("b_Q", D), ("b_K", D), ("b_V", D), ("b_O", D), ("b_up", cfg.d_mlp), ("b_down", D)):
-                key = (a if name in ("b_Q", "b_K", "b_V", "b_O") else m) + name
-                sd.setdefault(key, torch.zeros(size))  # a model without biases: GPT-2 with zero biases
-            for kind in ("W", "b"):
-                parts = [sd.pop(f"{a}{kind}_{n}") for n in "QKV"]
-                sd[f"{a}{kind}_QKV"] = torch.cat(parts, dim=-1)
-        elif cfg.mlp == "gelu":  # GELU(x·W_up) as a gated MLP with the constant 1 as its up projection
-            sd[m + "W_gate"] = sd.pop(m + "W_up")
-            sd[m + "b_gate"] = sd.pop(m + "b_up", torch.zeros(cfg.d_mlp))
-            sd[m + "W_up"] = torch.zeros(D, cfg.d_mlp)
-            sd[m + "b_up"] = torch.ones(cfg.d_mlp)
-            sd.setdefault(m + "b_down", torch.zeros(D))
+    if gpt2:
+        sd = fuse_qkv(sd, cfg)
+    elif cfg.mlp == "gelu":
+        sd = _gate(sd, cfg)
     out: dict[str, torch.Tensor] = {}
     for ours, theirs, transpose in _expand(GPT2_KEYS if gpt2 else LLAMA_KEYS, cfg.n_layers):
         if ours in sd:
