@@ -77,12 +77,16 @@ def select(hooks: dict[str, Hook], names: "str | Iterable[str] | Callable[[str],
     return chosen
 
 
+HookFns = "dict[str, HookFn] | Iterable[tuple[str | Callable[[str], bool], HookFn]]"
+
+
 @contextlib.contextmanager
-def attached(hooks: dict[str, Hook], fns: dict[str, HookFn]) -> Iterator[None]:
-    """Attach hook functions for the duration of a `with` block (patterns allowed as keys)."""
+def attached(hooks: dict[str, Hook], fns: HookFns) -> Iterator[None]:
+    """Attach hook functions for the duration of a `with` block: {name: fn} or [(name, fn), ...] (names may be
+    globs or predicates; a list may name one activation twice, and its functions then run in order)."""
     added: list[tuple[Hook, HookFn]] = []
     try:
-        for pattern, fn in fns.items():
+        for pattern, fn in fns.items() if isinstance(fns, dict) else fns:
             for name in select(hooks, pattern):
                 hooks[name].fns.append(fn)
                 added.append((hooks[name], fn))
@@ -117,6 +121,15 @@ class HookedModel:
         """Attach hook functions by name (or glob) for a `with` block; a function may return a replacement."""
         with attached(self._hooks, fns):
             yield self
+
+    def run_with_hooks(self, *inputs, fwd_hooks: HookFns = (), **forward_kwargs) -> torch.Tensor:
+        """Run the model with hook functions attached for this call only (TransformerLens's name for it).
+
+        fwd_hooks: [(name, fn), ...] or {name: fn}; a name may be a glob ('blocks.*.attn.z') or a predicate.
+        fn(activation, name) returns None to only read, or a tensor that replaces the activation (patching).
+        """
+        with attached(self._hooks, fwd_hooks):
+            return self(*inputs, **forward_kwargs)
 
     def _cached_run(self, run: Callable[[], torch.Tensor], names, hooks: dict[str, HookFn] | None = None,
                     detach: bool = True) -> tuple[torch.Tensor, ActivationCache]:
