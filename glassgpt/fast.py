@@ -1,31 +1,312 @@
-"""Speed tricks kept behind a wall: nothing here changes the maths, only how weights are stored.
+"""Speed tricks kept behind a wall: how the weights are stored for decoding, never the maths.
 
-`half_weights(model)`: store every weight matrix in float16 (or bfloat16), column-major, while
-activations, norms and biases stay float32. Decoding one token reads every weight once, so on
-a CPU its speed is set by memory bandwidth: half the bytes, and a layout the half-precision
-matrix-vector kernel streams well, make it several times faster. The logits drift slightly
-(benchmarks/generate.py reports by how much); inspection and training want float32.
+Decoding one token reads every weight once, so on a CPU its speed limit is memory bandwidth ÷
+bytes of weights. A weight *mode* says how the layers' matrices are stored (glassgpt.quant):
+
+    fp32   exact: what inspection and training want
+    fp16   half-precision copies (the half-precision matrix-vector kernel; fast on some CPUs only)
+    bf16   bfloat16 copies
+    int8   8-bit codes, one scale per output column
+    int4   4-bit codes, a scale and a minimum per 32 weights: GGUF's Q4_1, so a Q4_1 file loads
+           with no rounding beyond its own
+
+Whatever the mode, the embedding / unembedding matrix stays float32 and the logits are
+accumulated and returned in float32: a half-precision unembedding rounds logits 0.004 apart
+onto one value and greedy decoding then picks the wrong one of the two. It is stored
+(d_model, d_vocab) row-major, the layout whose matrix-vector product runs fastest here.
+
+`pack_model(model, mode)` converts a loaded float32 model in place. `load_gguf(path, mode)`
+builds the packed model straight from a GGUF file, one tensor at a time (no transient float32
+copy of the whole model), and keeps the result in a cache of safetensors files keyed by the
+file's sha256, so a second load only maps the file into memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from .errors import CheckpointError, GlassError
+from .quant import FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight
+
+MODES = ("fp32", "fp16", "bf16", "int8", "int4")
+CACHE_VERSION = 1  # bump when the stored layout changes
+
+
+def _packer(mode: str):
+    if mode == "fp16":
+        return lambda W: HalfWeight(W, torch.float16)
+    if mode == "bf16":
+        return lambda W: HalfWeight(W, torch.bfloat16)
+    if mode == "int8":
+        return Int8Weight.quantize
+    if mode == "int4":
+        return lambda W: Int4Weight.quantize(W) if W.shape[1] % 64 == 0 and W.shape[0] % 32 == 0 else FullWeight(W)
+    raise GlassError(f"weights must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def layer_matrices(model: nn.Module):
+    """(module, name) of every weight matrix multiplied in a block: W_Q, W_K, W_V, W_O, W_gate, W_up, W_down."""
+    for module in model.modules():
+        for name in ("W_Q", "W_K", "W_V", "W_O", "W_gate", "W_up", "W_down"):
+            if getattr(module, name, None) is not None and name in module._parameters | module._modules:
+                yield module, name
+
 
 @torch.no_grad()
-def half_weights(model: nn.Module, dtype: torch.dtype = torch.float16) -> nn.Module:
-    """Convert the model's weight matrices (W_*, 2-D) in place; returns the model."""
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if p.dim() != 2 or not leaf.startswith("W_"):
-            continue
-        if leaf in ("W_E", "W_pos"):  # rows are looked up; the unembedding multiplies by W_Eᵀ, already fast
-            p.data = p.data.to(dtype)
-        else:  # (d_in, d_out) stored column-major: x·W runs as the kernel's fast "x·Wᵀ" case
-            p.data = p.data.to(dtype).T.contiguous().T
+def pack_model(model: nn.Module, mode: str) -> nn.Module:
+    """Store a float32 model's layer matrices in `mode` (in place) and lay its unembedding out for speed."""
+    mode = mode or "fp32"
+    if mode != "fp32":
+        pack = _packer(mode)
+        for module, name in layer_matrices(model):
+            W = getattr(module, name)
+            if isinstance(W, torch.Tensor):
+                _swap(module, name, pack(W.detach()))
+    row_major_unembedding(model)
+    model.weights_mode = mode
     return model
 
 
-def weights_dtype(model: nn.Module) -> torch.dtype:
-    return model.embed.W_E.dtype
+def row_major_unembedding(model: nn.Module) -> None:
+    """A tied W_E (d_vocab, d_model) stored as the transpose of a (d_model, d_vocab) row-major array:
+    the same values and the same lookups, but logits = x·W_Eᵀ reads it in its fast layout."""
+    embed = getattr(model, "embed", None)
+    if embed is None or not getattr(model.cfg, "tie_embeddings", False):
+        return
+    W_E = embed.W_E
+    if W_E.T.is_contiguous():
+        return
+    embed.W_E = nn.Parameter(W_E.detach().float().T.contiguous().T, requires_grad=W_E.requires_grad)
+
+
+def _swap(module: nn.Module, name: str, packed: PackedWeight) -> None:
+    """Replace the parameter `name` by a packed weight module of the same name."""
+    if name in module._parameters:
+        del module._parameters[name]
+    setattr(module, name, packed)
+
+
+def weights_mode(model: nn.Module) -> str:
+    return getattr(model, "weights_mode", "fp32")
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and packed weight (what one decode step reads, plus the norms)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    total += sum(m.nbytes for m in model.modules() if isinstance(m, PackedWeight))
+    return total
+
+
+# ----------------------------------------------------------------------------- from a GGUF file
+
+
+def load_gguf(path: str | Path, mode: str, cache: bool = True):
+    """A GGUF file → glassgpt.load.Loaded with its layer matrices in `mode`, through the cache when allowed.
+
+    A cache hit reads neither the GGUF's metadata nor its tensors: the safetensors file holds the
+    converted weights and, in its header, the config, the tokenizer and the chat template.
+    """
+    path = Path(path)
+    _packer(mode) if mode != "fp32" else None  # an unknown mode fails before any work
+    stored = cache_path(path, mode) if cache else None
+    if stored is not None and stored.is_file():
+        return _load_cache(stored, path, mode)
+    from .convert import gguf as G
+    from .load import Loaded
+
+    reader = G.read_gguf(path)
+    try:
+        meta = G.metadata(reader)
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable GGUF metadata ({G._first_line(e)})") from None
+    cfg = G.config_from_gguf(meta, path)
+    tokenizer, bos, eos = G.tokenizer_from_gguf(meta, path)
+    raw = {t.name: t for t in reader.tensors}
+    cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
+    model = bare_model(cfg)
+    _fill_from_gguf(model, raw, cfg, mode, path)
+    model.eval()
+    model.weights_mode = mode
+    types = sorted({t.tensor_type.name for t in reader.tensors})
+    info = {"architecture": meta.get("general.architecture"), "name": meta.get("general.name"),
+            "tensor_types": types, "file_type": meta.get("general.file_type"), "weights": mode}
+    loaded = Loaded(model, tokenizer, str(path), "gguf", meta.get("tokenizer.chat_template"), bos, eos,
+                    G.stop_ids_from_gguf(meta, tokenizer), info)
+    if stored is not None:
+        _save_cache(loaded, stored)
+    return loaded
+
+
+def bare_model(cfg):
+    """A GPT whose weights are allocated but neither initialised nor touched (so they take no memory
+    until written): cheaper than building it on the meta device, which imports half of torch."""
+    from .model import GPT
+
+    class Bare(GPT):
+        def init_weights(self, std: float = 0.02) -> None:
+            pass
+
+    model = Bare(cfg)
+    model.__class__ = GPT
+    return model
+
+
+def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> None:
+    """Every tensor read and stored in its final form, one at a time."""
+    from gguf import GGMLQuantizationType as Q
+
+    from .convert import gguf as G
+    from .errors import CheckpointError
+    from .quant import q4_1_codes
+
+    known = {theirs for _, theirs, _ in G._expand(cfg.n_layers)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: tensor {unknown[0]} is not part of the llama architecture glassgpt "
+                              f"loads ({len(unknown)} such tensor(s))")
+    heads = {"q": cfg.n_heads, "k": cfg.n_kv_heads}
+    pack = None if mode == "fp32" else _packer(mode)
+    expected = dict(model.state_dict())
+    placed = set()
+    for ours, theirs, how in G._expand(cfg.n_layers):
+        if theirs not in raw or (ours == "unembed.W_U" and cfg.tie_embeddings):
+            continue
+        t = raw[theirs]
+        module_name, _, leaf = ours.rpartition(".")
+        module = model.get_submodule(module_name)
+        if ours not in expected:
+            raise CheckpointError(f"{path}: unexpected tensor {theirs}")
+        shape = tuple(expected[ours].shape)
+        if pack is not None and leaf in ("W_Q", "W_K", "W_V", "W_O", "W_gate", "W_up", "W_down"):
+            d_out, d_in = shape[1], shape[0]
+            if mode == "int4" and t.tensor_type == Q.Q4_1 and d_out % 64 == 0:
+                q, d, m = q4_1_codes(t.data, d_in)  # GGUF's own blocks: no new rounding
+                if tuple(q.shape) != (d_out, d_in):
+                    raise CheckpointError(f"{path}: tensor {theirs} has shape {tuple(q.shape)[::-1]}, expected "
+                                          f"{(d_in, d_out)}")
+                if how[-1:] in heads:
+                    q, d, m = (G.unpermute_rope_rows(x, heads[how[-1]]) for x in (q, d, m))
+                _swap(module, leaf, Int4Weight(q, d, m))
+            else:
+                W = _matrix(t, how, heads, shape, path, G)
+                _swap(module, leaf, pack(W))
+        else:
+            W = _matrix(t, how, heads, shape, path, G)
+            if ours == "embed.W_E" and cfg.tie_embeddings:
+                W = W.T.contiguous().T  # stored (d_model, d_vocab) row-major: see row_major_unembedding
+            setattr(module, leaf, nn.Parameter(W, requires_grad=False))
+        placed.add(ours)
+    missing = sorted(set(expected) - placed)
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} tensor(s) missing, e.g. {missing[0]}")
+
+
+def _matrix(t, how: str, heads: dict, shape: tuple, path: Path, G) -> torch.Tensor:
+    from .errors import CheckpointError
+
+    x = G.dequantize(t, path)  # one tensor in float32, numpy order
+    if how[-1:] in heads:
+        x = G.unpermute_rope_rows(x, heads[how[-1]])
+    if how.startswith("T"):
+        x = x.T
+    if tuple(x.shape) != shape:
+        raise CheckpointError(f"{path}: tensor {t.name} has shape {tuple(x.shape)}, expected {shape}")
+    return x.contiguous()
+
+
+# ----------------------------------------------------------------------------- the converted-weights cache
+
+
+def cache_dir() -> Path:
+    """$GLASSGPT_CACHE, else $XDG_CACHE_HOME/glassgpt, else ~/.cache/glassgpt."""
+    if os.environ.get("GLASSGPT_CACHE"):
+        return Path(os.environ["GLASSGPT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "glassgpt"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_path(path: Path, mode: str) -> Path:
+    key = f"{file_sha256(path)}-{mode}-v{CACHE_VERSION}-torch{torch.__version__.split('+')[0]}"
+    return cache_dir() / "converted" / f"{key}.safetensors"
+
+
+def _save_cache(loaded, stored: Path) -> None:
+    """Every parameter and packed buffer under its module path in one safetensors file (written atomically),
+    with what else a Loaded needs in the header."""
+    import json
+
+    from safetensors.torch import save_file
+
+    model = loaded.model
+    tensors = {}
+    for name, t in model.state_dict().items():
+        if name == "embed.W_E" and model.cfg.tie_embeddings:
+            t = t.T  # (d_model, d_vocab): the fast layout, so a load needs no copy
+        tensors[name] = t.detach().contiguous()
+    kinds = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, PackedWeight)}
+    header = {"config": model.cfg.to_dict(), "kinds": kinds, "chat_template": loaded.chat_template,
+              "bos_token": loaded.bos_token, "eos_token": loaded.eos_token, "stop_ids": list(loaded.stop_ids),
+              "info": loaded.metadata}
+    metadata = {"glassgpt": json.dumps(header), "tokenizer": loaded.tokenizer.tok.to_str()}
+    try:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_suffix(f".{os.getpid()}.tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, stored)
+    except OSError:
+        pass  # a read-only cache folder: no cache, the next load converts again
+
+
+def _load_cache(stored: Path, path: Path, mode: str):
+    """The converted model, its tensors memory-mapped from the cache file."""
+    import json
+
+    from safetensors import safe_open
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from .config import ModelConfig
+    from .errors import CheckpointError
+    from .load import Loaded
+    from .tokenizer import BPETokenizer
+
+    try:
+        with safe_open(str(stored), framework="pt") as f:
+            header = json.loads(f.metadata()["glassgpt"])
+            tok = HFTokenizer.from_str(f.metadata()["tokenizer"])
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{stored}: unreadable converted-weights cache ({str(e)[:200]}); delete it") from None
+    cfg = ModelConfig.from_dict(header["config"])
+    model = bare_model(cfg)
+    classes = {c.__name__: c for c in (FullWeight, HalfWeight, Int4Weight, Int8Weight)}
+    for name, kind in header["kinds"].items():  # packed weights: an empty instance, then its buffers
+        module_name, _, leaf = name.rpartition(".")
+        packed = classes[kind].__new__(classes[kind])
+        PackedWeight.__init__(packed)
+        for buf in [k[len(name) + 1:] for k in tensors if k.startswith(name + ".")]:
+            packed.register_buffer(buf, tensors.pop(f"{name}.{buf}"))
+        packed.restore()
+        _swap(model.get_submodule(module_name), leaf, packed)
+    for name, t in tensors.items():
+        module_name, _, leaf = name.rpartition(".")
+        if name == "embed.W_E" and cfg.tie_embeddings:
+            t = t.T
+        setattr(model.get_submodule(module_name), leaf, nn.Parameter(t, requires_grad=False))
+    model.eval()
+    model.weights_mode = mode
+    tokenizer = BPETokenizer(tok, bos=header["bos_token"], eos=header["eos_token"])
+    return Loaded(model, tokenizer, str(path), "gguf", header["chat_template"], header["bos_token"],
+                  header["eos_token"], header["stop_ids"], header["info"])

@@ -30,36 +30,21 @@ class Loaded:
     metadata: dict = field(default_factory=dict)
 
 
-WEIGHTS = ("fp32", "fp16")
+WEIGHTS = ("fp32", "fp16", "bf16", "int8", "int4")  # glassgpt.fast.MODES
 
 
 def load_model(spec: str | Path | None = None, weights: str = "fp32") -> Loaded:
-    """weights: "fp32" (exact; what inspection and training want) or "fp16" (weight matrices in half
-    precision, activations in fp32: about 2.5× faster decoding on a CPU; see glassgpt.fast)."""
+    """weights: how the layers' matrices are stored — "fp32" (exact; what inspection and training want)
+    or a faster decoding mode of glassgpt.fast ("fp16", "bf16", "int8", "int4"); logits stay float32."""
     if weights not in WEIGHTS:
         raise GlassError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    loaded = _load(spec, weights)
-    if weights == "fp16":
-        from .fast import half_weights
-
-        half_weights(loaded.model, torch.float16)
-    return loaded
-
-
-def _load(spec: str | Path | None, weights: str) -> Loaded:
-    if spec is None or str(spec) in ("", "smollm2", "default"):
-        from .convert.gguf import default_gguf_path
-
-        spec = default_gguf_path()
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise GlassError(f"model not found: {path}")
+    path = _resolve(spec)
     if path.is_file():
         kind = sniff(path)
         if kind == "gguf" or path.suffix == ".gguf":  # by its magic bytes, whatever its name (ollama's blobs have none)
-            from .convert.gguf import load_gguf
+            from .fast import load_gguf
 
-            return load_gguf(path, torch.float16 if weights == "fp16" else torch.float32)
+            return load_gguf(path, weights)  # straight into the final precision, through the converted-weights cache
         if kind == "safetensors":
             raise GlassError(f"{path}: a safetensors file alone has no model config; pass the folder that holds it "
                              "with its config.json (Hugging Face) or model_config.json")
@@ -68,6 +53,26 @@ def _load(spec: str | Path | None, weights: str) -> Loaded:
                              "use a safetensors or GGUF file")
         raise GlassError(f"{path}: not a GGUF file (it starts with {kind!r}), a Hugging Face model folder or a "
                          "glassgpt run folder")
+    loaded = _load_folder(path)
+    if weights != "fp32":
+        from .fast import pack_model
+
+        pack_model(loaded.model, weights)
+    return loaded
+
+
+def _resolve(spec: str | Path | None) -> Path:
+    if spec is None or str(spec) in ("", "smollm2", "default"):
+        from .convert.gguf import default_gguf_path
+
+        spec = default_gguf_path()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise GlassError(f"model not found: {path}")
+    return path
+
+
+def _load_folder(path: Path) -> Loaded:
     if path.is_dir() and (path / "config.json").is_file():
         return load_hf_folder(path)
     if path.is_dir():

@@ -69,8 +69,6 @@ class Embedding(nn.Module):
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.W_E[tokens]  # (B, T, d_model)
-        if x.dtype in (torch.float16, torch.bfloat16) and not torch.is_autocast_enabled():
-            x = x.float()  # half-precision weights (glassgpt.fast), float32 activations
         if self.W_pos is not None:
             x = x + self.W_pos[positions]  # positions: (B or 1, T)
         return self.dropout(x)
@@ -289,12 +287,10 @@ class Attention(nn.Module):
         return w["W_Q"] @ w["W_K"].T
 
 
-def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """x·W + b. Weights stored in half precision (glassgpt.fast.half_weights) give results in x's dtype:
-    one token at a time multiplies in half precision (bandwidth-bound), many tokens upcast W (compute-bound)."""
-    if W.dtype != x.dtype:
-        few_rows = x.numel() <= 8 * x.shape[-1]
-        y = (x.to(W.dtype) @ W).to(x.dtype) if few_rows else x @ W.to(x.dtype)
+def _project(x: torch.Tensor, W, b: torch.Tensor | None) -> torch.Tensor:
+    """x·W + b. W is a parameter (d_in, d_out), or a packed weight (glassgpt.quant) that computes x·W itself."""
+    if not isinstance(W, torch.Tensor):
+        y = W(x)
         return y if b is None else y + b
     return x @ W if b is None else torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
 

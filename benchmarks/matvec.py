@@ -1,0 +1,137 @@
+"""The decode matrix-vector products of SmolLM2-135M, per weight format, against this machine's read bandwidth.
+
+    .venv/bin/python benchmarks/matvec.py                # 1 thread; writes results/matvec-1threads.json
+    .venv/bin/python benchmarks/matvec.py --threads 2
+
+Decoding one token multiplies one activation vector by every weight matrix once: 30 layers of
+W_Q, W_K, W_V, W_O (576×576, 576×192 twice, 576×576), W_gate, W_up (576×1536) and W_down
+(1536×576), then the tied unembedding (576×49152). Each format below runs that whole set
+through the class glassgpt uses for it (glassgpt.quant), so the conversions of the activations
+are counted too. The ceiling of a format is read bandwidth ÷ its bytes; read bandwidth is
+measured in the same run by summing a 512 MB array (and, for reference, copying one).
+The formats are timed round-robin, several rounds, and the median is kept, so a busy machine
+slows them all alike. The JSON records the CPU's flags and torch's CPU capability, because
+which kernel is fast is CPU-specific (the half-precision trick was fast on one AMD machine and
+no faster than fp32 on an Intel one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from glassgpt.quant import FullWeight, HalfWeight, Int4Weight, Int8Weight
+
+RESULTS = Path(__file__).resolve().parent / "results"
+D, D_MLP, D_KV, D_VOCAB, N_LAYERS = 576, 1536, 192, 49152, 30
+LAYER_SHAPES = [(D, D), (D, D_KV), (D, D_KV), (D, D), (D, D_MLP), (D, D_MLP), (D_MLP, D)]  # (d_in, d_out)
+FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+         "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+
+FORMATS = {  # name: how one (d_in, d_out) float32 matrix is stored
+    "fp32": FullWeight,
+    "fp16": lambda W: HalfWeight(W, torch.float16),
+    "bf16": lambda W: HalfWeight(W, torch.bfloat16),
+    "int8": Int8Weight.quantize,
+    "int4": Int4Weight.quantize,
+}
+
+
+def cpu_info() -> dict:
+    info = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__,
+            "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and "model" not in info:
+            info["model"] = value.strip()
+        if key.strip() in ("flags", "Features"):
+            present = set(value.split())
+            info["flags"] = [f for f in FLAGS if f in present]
+            break
+    return info
+
+
+def read_bandwidth(mb: int = 512, rounds: int = 5) -> dict:
+    """GB/s reading a large float32 array (sum) and copying one (bytes read + written / 2)."""
+    a = torch.randn(mb * 2**20 // 4)
+    b = torch.empty_like(a)
+    best_sum, best_copy = 0.0, 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        a.sum()
+        best_sum = max(best_sum, a.numel() * 4 / (time.perf_counter() - t) / 1e9)
+        t = time.perf_counter()
+        b.copy_(a)
+        best_copy = max(best_copy, a.numel() * 4 / (time.perf_counter() - t) / 1e9)
+    return {"read_gb_s": round(best_sum, 1), "copy_gb_s": round(best_copy, 1)}
+
+
+def build(fmt: str, seed: int = 0) -> tuple[list, int]:
+    """Every decode matrix in one format: (weights, bytes)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = LAYER_SHAPES * N_LAYERS + [(D, D_VOCAB)]
+    weights = [FORMATS[fmt](torch.randn(d_in, d_out, generator=g) * 0.02) for d_in, d_out in shapes]
+    return weights, sum(w.nbytes for w in weights)
+
+
+@torch.inference_mode()
+def one_token(weights: list) -> float:
+    """Seconds for every matrix-vector product of one decode step (the inputs are fresh vectors)."""
+    xs = {w.d_in: torch.randn(1, w.d_in) for w in weights}
+    t = time.perf_counter()
+    for w in weights:
+        w(xs[w.d_in])
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--formats", default=",".join(FORMATS))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    formats = args.formats.split(",")
+    built = {f: build(f) for f in formats}
+    times: dict[str, list[float]] = {f: [] for f in formats}
+    for f in formats:
+        one_token(built[f][0])  # warm-up
+    bandwidth = read_bandwidth()
+    for _ in range(args.rounds):  # round-robin: a busy moment slows every format alike
+        for f in formats:
+            times[f].append(one_token(built[f][0]))
+    bandwidth_after = read_bandwidth()
+    read = max(bandwidth["read_gb_s"], bandwidth_after["read_gb_s"])
+    rows = []
+    for f in formats:
+        s = statistics.median(times[f])
+        nbytes = built[f][1]
+        ceiling = read * 1e9 / nbytes
+        rows.append({"format": f, "mb": round(nbytes / 1e6, 1), "ms_per_token": round(s * 1000, 2),
+                     "gb_s": round(nbytes / s / 1e9, 2), "tokens_s": round(1 / s, 1),
+                     "ceiling_tokens_s": round(ceiling, 1), "of_ceiling": round(1 / s / ceiling, 2)})
+    result = {"cpu": cpu_info(), "bandwidth": {"before": bandwidth, "after": bandwidth_after}, "rows": rows,
+              "note": "one decode step's matrix-vector products of SmolLM2-135M (210 layer matrices + the "
+                      "unembedding), median of round-robin rounds"}
+    print(json.dumps(result["cpu"]))
+    print(f"read bandwidth {read} GB/s (copy {bandwidth['copy_gb_s']} GB/s)")
+    print(f"{'format':<6} {'MB':>7} {'ms/token':>9} {'GB/s':>6} {'tokens/s':>9} {'ceiling':>8} {'of ceiling':>10}")
+    for r in rows:
+        print(f"{r['format']:<6} {r['mb']:>7} {r['ms_per_token']:>9} {r['gb_s']:>6} {r['tokens_s']:>9} "
+              f"{r['ceiling_tokens_s']:>8} {r['of_ceiling']:>10}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"matvec-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

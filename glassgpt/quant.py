@@ -1,0 +1,193 @@
+"""Weight matrices stored in fewer bits, for decoding (a speed trick kept behind a wall).
+
+Decoding one token reads every weight once, so on a CPU its speed limit is memory bandwidth ÷
+bytes of weights. Each class here holds one matrix W (d_in, d_out) of the model in a packed
+form and computes x·W from it with one of torch's CPU kernels; activations enter and leave in
+float32, so the rest of the model never sees the packing.
+
+    Int4Weight   4-bit codes in groups of 32 along d_in, a scale and a minimum per group:
+                 w = q·d + m, q ∈ 0..15 — exactly GGUF's Q4_1, so a Q4_1 file loads without
+                 any new rounding. Kernel: aten._weight_int4pack_mm_for_cpu (bf16 activations:
+                 its float32 path is not vectorised).
+    Int8Weight   8-bit codes, one scale per output column: w = q·s.
+                 Kernel: aten._weight_int8pack_mm (bf16 activations, same reason).
+    HalfWeight   a float16 / bfloat16 copy, multiplied by the half-precision matrix-vector kernel.
+    FullWeight   float32, stored (d_in, d_out) row-major — the layout whose matrix-vector product
+                 torch runs fastest (benchmarks/matvec.py).
+
+Every class can give its matrix back in float32 (`dequantize()`), for inspection and tests.
+benchmarks/matvec.py times each against this machine's read bandwidth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+GROUP = 32  # weights per scale in Int4Weight (GGUF's block size)
+
+
+class PackedWeight(nn.Module):
+    """x (..., d_in) float32 → x·W (..., d_out) float32; W stored however the subclass likes."""
+
+    d_in: int
+    d_out: int
+
+    def dequantize(self) -> torch.Tensor:  # (d_in, d_out) float32
+        raise NotImplementedError
+
+    def restore(self) -> None:
+        """Set the plain attributes (sizes, activation dtype) from the buffers (after loading them)."""
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.buffers())
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_out={self.d_out}, {self.nbytes / 2**20:.2f} MiB"
+
+
+class FullWeight(PackedWeight):
+    def __init__(self, W: torch.Tensor):
+        super().__init__()
+        self.register_buffer("W", W.float().contiguous())  # (d_in, d_out)
+        self.restore()
+
+    def restore(self) -> None:
+        self.d_in, self.d_out = self.W.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.W
+
+    def dequantize(self) -> torch.Tensor:
+        return self.W
+
+
+class HalfWeight(PackedWeight):
+    """W in float16 or bfloat16, stored (d_out, d_in): x·W runs as the kernel's x·Wᵀ case."""
+
+    def __init__(self, W: torch.Tensor, dtype: torch.dtype = torch.float16):
+        super().__init__()
+        self.register_buffer("W_T", W.T.to(dtype).contiguous())  # (d_out, d_in)
+        self.restore()
+
+    def restore(self) -> None:
+        self.d_out, self.d_in = self.W_T.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x.to(self.W_T.dtype), self.W_T).float()
+
+    def dequantize(self) -> torch.Tensor:
+        return self.W_T.T.float()
+
+
+class Int8Weight(PackedWeight):
+    """w[i, j] = q[j, i]·s[j]: int8 codes (d_out, d_in), one scale per output column."""
+
+    def __init__(self, q: torch.Tensor, s: torch.Tensor, act: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.register_buffer("q", q.to(torch.int8).contiguous())  # (d_out, d_in)
+        self.register_buffer("s", s.to(act).contiguous())  # (d_out,)
+        self.restore()
+
+    def restore(self) -> None:
+        self.d_out, self.d_in = self.q.shape
+        self.act = self.s.dtype
+
+    @classmethod
+    def quantize(cls, W: torch.Tensor, **kw) -> "Int8Weight":
+        """Symmetric per-column quantisation of W (d_in, d_out): s = max|w| / 127."""
+        W = W.float().T  # (d_out, d_in)
+        s = W.abs().amax(dim=1).clamp(min=1e-12) / 127
+        return cls(torch.round(W / s[:, None]).clamp(-127, 127), s, **kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.d_in).to(self.act), self.q, self.s)
+        return y.float().view(*shape[:-1], self.d_out)
+
+    def dequantize(self) -> torch.Tensor:
+        return (self.q.float() * self.s.float()[:, None]).T
+
+
+class Int4Weight(PackedWeight):
+    """w = q·d + m per group of 32 inputs: codes q (d_out, d_in) in 0..15, d and m (d_out, d_in/32).
+
+    torch's packed kernel wants the pair (scale, zero) with w = (q - 8)·scale + zero, so
+    zero = m + 8·d; both are stored in the activations' dtype (bf16).
+    """
+
+    def __init__(self, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor, act: torch.dtype = torch.bfloat16):
+        super().__init__()
+        if q.shape[1] % GROUP or q.shape[0] % 64:
+            raise ValueError(f"int4 packing needs d_in divisible by {GROUP} and d_out by 64, got {tuple(q.shape)}")
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 2)
+        self.register_buffer("packed", packed)  # (d_out, d_in/2) uint8, in the kernel's own order
+        scale_zero = torch.stack([d.float(), m.float() + 8 * d.float()], dim=-1)  # (d_out, d_in/32, 2)
+        self.register_buffer("scale_zero", scale_zero.transpose(0, 1).to(act).contiguous())  # (d_in/32, d_out, 2)
+        self.restore()
+
+    def restore(self) -> None:
+        self.d_out, self.d_in = self.packed.shape[0], self.packed.shape[1] * 2
+        self.act = self.scale_zero.dtype
+
+    @classmethod
+    def quantize(cls, W: torch.Tensor, **kw) -> "Int4Weight":
+        """Asymmetric quantisation of W (d_in, d_out) per group of 32 inputs, as GGUF's Q4_1 does it."""
+        W = W.float().T  # (d_out, d_in)
+        groups = W.reshape(W.shape[0], -1, GROUP)  # (d_out, d_in/32, 32)
+        m = groups.amin(dim=-1)
+        d = (groups.amax(dim=-1) - m) / 15
+        q = torch.round((groups - m[..., None]) / d.clamp(min=1e-12)[..., None]).clamp(0, 15)
+        return cls(q.reshape(W.shape), d, m, **kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, self.d_in).to(self.act), self.packed,
+                                                       GROUP, self.scale_zero)
+        return y.float().view(*shape[:-1], self.d_out)
+
+    def codes(self) -> torch.Tensor:
+        """The 4-bit codes (d_out, d_in) back out of the kernel's packing (torch 2.13's CPU layout:
+        blocks of 64 output rows; byte [block, k, j] holds row j's code in its low nibble and row
+        j + 32's in its high nibble). Tested against the kernel itself."""
+        p = self.packed.view(self.d_out // 64, self.d_in, 32)  # (blocks, d_in, 32)
+        lo, hi = (p & 0x0F).transpose(1, 2), (p >> 4).transpose(1, 2)  # (blocks, 32, d_in) each
+        return torch.cat([lo, hi], dim=1).reshape(self.d_out, self.d_in)
+
+    def dequantize(self) -> torch.Tensor:
+        scale, zero = self.scale_zero.float().transpose(0, 1).unbind(-1)  # (d_out, d_in/32) each
+        q = self.codes().float().view(self.d_out, -1, GROUP)  # (d_out, d_in/32, 32)
+        W = (q - 8) * scale[..., None] + zero[..., None]
+        return W.reshape(self.d_out, self.d_in).T
+
+
+# ----------------------------------------------------------------------------- GGUF's own blocks
+
+
+def q4_1_codes(raw: np.ndarray, d_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GGUF Q4_1 blocks → codes (rows, d_in) in 0..15, scales d and minima m (rows, d_in/32), w = q·d + m.
+
+    A block is 20 bytes: d (fp16), m (fp16), then 16 bytes whose low nibbles are weights 0..15
+    and high nibbles weights 16..31.
+    """
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, d_in // GROUP, 20)  # (rows, groups, 20)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0]
+    m = blocks[..., 2:4].copy().view(np.float16)[..., 0]
+    nibbles = blocks[..., 4:]
+    q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=-1)  # (rows, groups, 32)
+    return (torch.from_numpy(q.reshape(q.shape[0], d_in)), torch.from_numpy(d.astype(np.float32)),
+            torch.from_numpy(m.astype(np.float32)))
+
+
+def q8_0_codes(raw: np.ndarray, d_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GGUF Q8_0 blocks → codes (rows, d_in) int8 and scales d (rows, d_in/32), w = q·d.
+
+    A block is 34 bytes: d (fp16), then 32 signed bytes.
+    """
+    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, d_in // GROUP, 34)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0]
+    q = blocks[..., 2:].copy().view(np.int8)  # (rows, groups, 32)
+    return torch.from_numpy(q.reshape(q.shape[0], d_in)), torch.from_numpy(d.astype(np.float32))
