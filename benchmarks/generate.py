@@ -1,22 +1,28 @@
-"""Generation speed on SmolLM2-135M-Instruct: glassgpt vs transformers, same GGUF, fp32, 2 threads.
+"""Generation speed on SmolLM2-135M-Instruct: every glassgpt weight mode, transformers and llama.cpp, one GGUF.
 
-    .venv/bin/python benchmarks/generate.py            # full run (a few minutes), table + JSON + plot
-    .venv/bin/python benchmarks/generate.py --quick    # fewer repeats, shorter contexts
+    .venv/bin/python benchmarks/generate.py                  # every implementation, table + JSON + plot
+    .venv/bin/python benchmarks/generate.py --quick          # fewer repeats, shorter contexts
+    .venv/bin/python benchmarks/generate.py --impls glassgpt-int4,llama.cpp --threads 1
 
-Each implementation runs in its own process so its peak RSS is its own. Measured:
-prefill tokens/s (a 256-token prompt, one forward pass), decode tokens/s (128 new tokens,
-one token a step with the KV cache), median of several runs; and decode time per token as
-the context grows (plot). Modes: glassgpt fp32, glassgpt fp16 weights (glassgpt.fast: weight
-matrices in half precision, activations fp32; the default of chat and generate) and transformers
-fp32. Both prefills compute only the last position's logits, as generation does.
-(An int8 weight-only mode was tried: torch 2.13's CPU int8 kernels were slower than fp32 here.)
-Writes benchmarks/results/generate-{N}threads.json and decode_vs_context-{N}threads.png.
+Each implementation runs in its own process, one after the other, so its peak RSS is its own.
+Measured: load time (glassgpt: a second load, from the converted-weights cache), prefill tokens/s
+(a 256-token prompt, one forward pass, last position's logits only), decode tokens/s (128 new
+tokens, greedy, one token a step with the KV cache), decode ms/token as the context grows,
+peak RSS and the bytes of weights one decode step reads. The bandwidth ceiling of a row is read
+bandwidth ÷ those bytes, with read bandwidth measured in the same run (benchmarks/matvec.py's
+large-array read, before and after; the larger is kept). The JSON records CPU flags and torch's
+CPU capability.
+
+llama.cpp runs when /opt/llamavenv/bin/python (or $LLAMA_PYTHON) can import llama_cpp: the
+same GGUF file, the same threads, through benchmarks/llama_runner.py. Its prefill is batched.
+On a shared machine compare ratios measured in one run, not absolute numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -26,10 +32,14 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
         "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
         "it was the season of Darkness, it was the spring of hope, it was the winter of despair. ") * 200
+MODES = ("fp32", "fp16", "bf16", "int8", "int4")
+LLAMA_PYTHON = os.environ.get("LLAMA_PYTHON", "/opt/llamavenv/bin/python")
 
 
 # ----------------------------------------------------------------------------- the implementations
@@ -39,7 +49,10 @@ class Ours:
     def __init__(self, weights: str = "fp32"):
         from glassgpt.load import load_model
 
+        load_model(None, weights=weights)  # the first load converts and fills the cache (not timed)
+        t = time.perf_counter()
         self.loaded = load_model(None, weights=weights)
+        self.load_s = time.perf_counter() - t
         self.model = self.loaded.model
 
     def tokens(self, n: int) -> list[int]:
@@ -53,8 +66,10 @@ class Ours:
     def step(self, token: int, cache):
         return self.model(torch.tensor([[token]]), cache=cache)[:, -1]
 
-    def logits(self, ids):
-        return self.model(torch.tensor([ids]))
+    def weights_bytes(self) -> int:
+        from glassgpt.fast import weights_bytes
+
+        return weights_bytes(self.model)
 
 
 class Theirs:
@@ -65,8 +80,10 @@ class Theirs:
         from glassgpt.load import load_model
 
         path = default_gguf_path()
+        t = time.perf_counter()
         self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                           dtype=torch.float32).eval()
+        self.load_s = time.perf_counter() - t
         self.tok = load_model(None).tokenizer  # same ids (tested); the glassgpt model is dropped here
 
     def tokens(self, n: int) -> list[int]:
@@ -83,15 +100,16 @@ class Theirs:
         out = self.model(torch.tensor([[token]]), past_key_values=cache, use_cache=True)
         return out.logits[:, -1]
 
+    def weights_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
 
 # ----------------------------------------------------------------------------- measuring one implementation
 
 
 def measure(impl: str, repeats: int, contexts: list[int], threads: int) -> dict:
     torch.set_num_threads(threads)
-    t0 = time.perf_counter()
     runner = Theirs() if impl == "transformers" else Ours(weights=impl.split("-")[1])
-    load_s = time.perf_counter() - t0
     prompt = runner.tokens(256)
     prefill, decode = [], []
     with torch.inference_mode():
@@ -111,40 +129,26 @@ def measure(impl: str, repeats: int, contexts: list[int], threads: int) -> dict:
             _, cache = runner.prefill(long_prompt[:n])
             times = []
             token = long_prompt[n]
-            for _ in range(4):
+            for _ in range(8):
                 t = time.perf_counter()
                 token = int(runner.step(token, cache).argmax())
                 times.append(time.perf_counter() - t)
-            per_token[n] = statistics.median(times) * 1000
-    return {"impl": impl, "threads": threads, "load_s": round(load_s, 1), "prefill_tok_s": round(statistics.median(prefill), 1),
-            "decode_tok_s": round(statistics.median(decode), 1), "decode_ms_by_context": per_token,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "weights_mb": weights_mb(runner)}
+            per_token[n] = round(statistics.median(times) * 1000, 2)
+    return {"impl": impl, "threads": threads, "load_s": round(runner.load_s, 2),
+            "prefill_tok_s": round(statistics.median(prefill), 1), "decode_tok_s": round(statistics.median(decode), 1),
+            "decode_ms_by_context": per_token, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "weights_mb": round(runner.weights_bytes() / 1e6, 1)}
 
 
-def weights_mb(runner) -> int:
-    if isinstance(runner, Theirs):
-        return round(sum(p.numel() * p.element_size() for p in runner.model.parameters()) / 2**20)
-    return round(sum(p.numel() * p.element_size() for p in runner.model.parameters()) / 2**20)
+def bare_torch_rss() -> int:
+    code = "import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def drift() -> dict:
-    """fp16 weights vs fp32 on the same prompts: the largest logit difference and whether greedy outputs agree."""
-    from glassgpt.generate import SampleConfig, generate_ids
-
-    torch.set_num_threads(2)
-    fp32, fp16 = Ours(), Ours(weights="fp16")
-    prompts = ["The capital of France is", "北京是中国的首都", fp32.loaded.tokenizer.decode(fp32.tokens(200))]
-    worst, same = 0.0, []
-    cfg = SampleConfig(max_new_tokens=32, temperature=0)
-    with torch.inference_mode():
-        for p in prompts:
-            ids = fp32.loaded.tokenizer.encode(p)
-            worst = max(worst, (fp32.logits(ids) - fp16.logits(ids)).abs().max().item())
-            a = [int(s[0]) for s in generate_ids(fp32.model, [ids], cfg)]
-            b = [int(s[0]) for s in generate_ids(fp16.model, [ids], cfg)]
-            same.append(a == b)
-    return {"max_logit_drift": round(worst, 4), "greedy_32_identical": same}
+def llama_available() -> bool:
+    if not Path(LLAMA_PYTHON).is_file():
+        return False
+    return subprocess.run([LLAMA_PYTHON, "-c", "import llama_cpp"], capture_output=True).returncode == 0
 
 
 # ----------------------------------------------------------------------------- the table and the plot
@@ -153,44 +157,66 @@ def drift() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (2 as in the issue; on a busy shared "
-                                                           "2-core machine 1 is faster for decode)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every implementation (2 as in the issue; "
+                                                           "on a busy shared 2-core machine 1 is steadier)")
+    ap.add_argument("--impls", help="comma-separated subset of glassgpt-<mode>, transformers, llama.cpp")
     ap.add_argument("--impl", help=argparse.SUPPRESS)  # child process: measure one implementation
-    ap.add_argument("--drift", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    repeats, contexts = (2, [128, 512]) if args.quick else (3, [128, 512, 1024, 1536, 2040])
-    if args.impl:  # a child: print the row and keep it, so a long run is never lost
-        row = measure(args.impl, repeats, contexts, args.threads)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"generate-{args.impl}-{args.threads}threads.json").write_text(json.dumps(row, indent=2) + "\n")
-        print(json.dumps(row))
+    repeats, contexts = (2, [128, 512]) if args.quick else (3, [128, 512, 1024, 2000])
+    if args.impl:  # a child: print the row
+        print(json.dumps(measure(args.impl, repeats, contexts, args.threads)))
         return
-    if args.drift:
-        print(json.dumps(drift()))
-        return
+    from matvec import cpu_info, read_bandwidth
+
+    from glassgpt.convert.gguf import default_gguf_path
+
+    impls = args.impls.split(",") if args.impls else [f"glassgpt-{m}" for m in MODES] + ["transformers", "llama.cpp"]
+    if "llama.cpp" in impls and not llama_available():
+        print(f"llama.cpp: {LLAMA_PYTHON} cannot import llama_cpp; skipped", file=sys.stderr)
+        impls.remove("llama.cpp")
+    torch.set_num_threads(args.threads)
+    bandwidth = [read_bandwidth()]
     rows = []
-    impls = ("glassgpt-fp32", "glassgpt-fp16", "transformers")
     for impl in impls:
-        out = subprocess.run([sys.executable, __file__, "--impl", impl, "--threads", str(args.threads)]
-                             + (["--quick"] if args.quick else []),
-                             capture_output=True, text=True, check=True)
+        if impl == "llama.cpp":
+            cmd = [LLAMA_PYTHON, str(HERE / "llama_runner.py"), str(default_gguf_path()), "--threads", str(args.threads),
+                   "--repeats", str(repeats), "--contexts", ",".join(map(str, contexts))]
+        else:
+            cmd = [sys.executable, __file__, "--impl", impl, "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{impl} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"measured {impl}", file=sys.stderr)
-    result = {"machine": f"{torch.get_num_threads()} threads available, {args.threads} used; torch {torch.__version__}",
-              "rows": rows}
-    out = subprocess.run([sys.executable, __file__, "--drift"], capture_output=True, text=True, check=True)
-    result["fp16_vs_fp32"] = json.loads(out.stdout.strip().splitlines()[-1])
-    theirs = next(r for r in rows if r["impl"] == "transformers")
-    result["ratios_vs_transformers"] = {r["impl"]: {"decode": round(r["decode_tok_s"] / theirs["decode_tok_s"], 2),
-                                                    "prefill": round(r["prefill_tok_s"] / theirs["prefill_tok_s"], 2)}
-                                        for r in rows if r is not theirs}
-    print(f"{'implementation':<16} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MB':>12} {'weights MB':>11}")
+        print(f"measured {impl}: {rows[-1]}", file=sys.stderr)
+    bandwidth.append(read_bandwidth())
+    read = max(b["read_gb_s"] for b in bandwidth)
     for r in rows:
-        print(f"{r['impl']:<16} {r['prefill_tok_s']:>14} {r['decode_tok_s']:>13} {r['peak_rss_mb']:>12} "
-              f"{r['weights_mb']:>11}")
+        r["ceiling_tok_s"] = round(read * 1e9 / (r["weights_mb"] * 1e6), 1)
+        r["of_ceiling"] = round(r["decode_tok_s"] / r["ceiling_tok_s"], 2)
+        ms = r["decode_ms_by_context"]
+        first, last = min(ms, key=int), max(ms, key=int)
+        r["decode_growth"] = round(ms[last] / ms[first], 2)  # ms/token at the longest context ÷ at 128
+    result = {"cpu": cpu_info(), "bandwidth": bandwidth, "read_gb_s": read, "bare_torch_rss_mb": bare_torch_rss(),
+              "rows": rows}
+    ref = {r["impl"]: r for r in rows}
+    for base in ("transformers", "llama.cpp"):
+        if base in ref:
+            result[f"ratios_vs_{base}"] = {
+                r["impl"]: {"decode": round(r["decode_tok_s"] / ref[base]["decode_tok_s"], 2),
+                            "prefill": round(r["prefill_tok_s"] / ref[base]["prefill_tok_s"], 2)}
+                for r in rows if r["impl"] != base}
+    print(json.dumps(result["cpu"]))
+    print(f"read bandwidth {read} GB/s; bare `import torch` RSS {result['bare_torch_rss_mb']} MB")
+    print(f"{'implementation':<16} {'load s':>7} {'prefill tok/s':>14} {'decode tok/s':>13} {'ceiling':>8} "
+          f"{'of ceil.':>8} {'weights MB':>11} {'peak RSS MB':>12} {'ms/tok growth':>14}")
+    for r in rows:
+        print(f"{r['impl']:<16} {r['load_s']:>7} {r['prefill_tok_s']:>14} {r['decode_tok_s']:>13} {r['ceiling_tok_s']:>8} "
+              f"{r['of_ceiling']:>8} {r['weights_mb']:>11} {r['peak_rss_mb']:>12} {r['decode_growth']:>14}")
     print("decode ms/token by context:", {r["impl"]: r["decode_ms_by_context"] for r in rows})
-    print("fp16 weights vs fp32:", result["fp16_vs_fp32"])
-    print("ratios vs transformers:", result["ratios_vs_transformers"])
+    for base in ("transformers", "llama.cpp"):
+        if f"ratios_vs_{base}" in result:
+            print(f"ratios vs {base}:", result[f"ratios_vs_{base}"])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"generate-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(rows, RESULTS / f"decode_vs_context-{args.threads}threads.png")
@@ -205,12 +231,12 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         xs = sorted(int(k) for k in r["decode_ms_by_context"])
-        ax.plot(xs, [r["decode_ms_by_context"][k] if k in r["decode_ms_by_context"] else
-                     r["decode_ms_by_context"][str(k)] for k in xs], marker="o", label=r["impl"])
+        ax.plot(xs, [r["decode_ms_by_context"][str(k)] if str(k) in r["decode_ms_by_context"] else
+                     r["decode_ms_by_context"][k] for k in xs], marker="o", label=r["impl"])
     ax.set_xlabel("tokens in the context")
     ax.set_ylabel("decode time per token (ms)")
     ax.set_title(f"SmolLM2-135M, {rows[0]['threads']} CPU thread(s)")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -4,6 +4,11 @@ The model only ever sees one string: every message so far, laid out by the model
 template (Jinja, from its GGUF or tokenizer_config.json), ending where the assistant's
 answer should begin. When that no longer fits the context window (G11), the oldest turns
 are dropped, with a notice.
+
+Each turn re-renders the whole conversation, but the model does not re-read it: the session
+keeps its KV cache and the ids it holds, and a new turn prefills only the ids after the
+longest prefix they share (normally the new user message and the template's markup around it),
+so the time to the first token grows with the new tokens, not with the conversation.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from .errors import ContextLengthError, GlassError
-from .generate import SampleConfig, stream
+from .generate import SampleConfig, stream, truncate
 
 # For models that bring no template (GPT-2, a glassgpt run): plain text turns.
 PLAIN_TEMPLATE = (
@@ -42,6 +47,9 @@ class Chat:
                                                                       top_p=0.9))
     on_notice: Callable[[str], None] | None = None
     messages: list[dict] = field(default_factory=list)  # user / assistant, alternating
+    reuse_cache: bool = True  # keep the KV cache between turns
+    _cache: object = field(default=None, init=False, repr=False)  # the model's KV cache ...
+    _cached_ids: list[int] = field(default_factory=list, init=False, repr=False)  # ... and the ids it holds
 
     @property
     def template(self) -> str:
@@ -83,12 +91,31 @@ class Chat:
         cfg = replace(self.sample, stop_ids=tuple(sorted(set(self.sample.stop_ids) | set(self.loaded.stop_ids))),
                       stop_strings=stops)
         answer: list[str] = []
+        cache, generated = self._reusable_cache(ids), []
         try:
-            for piece in stream(self.loaded.model, self.loaded.tokenizer, ids, cfg):
+            for piece in stream(self.loaded.model, self.loaded.tokenizer, ids, cfg, cache=cache, generated=generated):
                 answer.append(piece)
                 yield piece
         finally:  # also on Ctrl-C: the partial answer stays in the history
             self.messages.append({"role": "assistant", "content": "".join(answer).strip()})
+            if cache is not None:  # an interrupted step may have reached only some layers: keep what all hold
+                held = min(layer.length for layer in cache.layers)
+                truncate(cache, held)
+                self._cached_ids = (ids + generated)[:held]
+
+    def _reusable_cache(self, ids: list[int]):
+        """The session's KV cache, cut back to the longest prefix its ids share with this prompt."""
+        if not self.reuse_cache:
+            return None
+        if self._cache is None:
+            self._cache, self._cached_ids = self.loaded.model.new_cache(), []
+        shared = 0
+        for a, b in zip(self._cached_ids, ids):
+            if a != b:
+                break
+            shared += 1
+        truncate(self._cache, shared)
+        return self._cache
 
     def reply(self, text: str) -> str:
         return "".join(self.ask(text))

@@ -117,18 +117,26 @@ def generate_ids(
     prompts: Sequence[Sequence[int]] | torch.Tensor,
     cfg: SampleConfig,
     pad_id: int = 0,
+    cache=None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next ids of a batch of prompts, one (B,) tensor per step (-1 for rows already stopped).
 
     Prompts of different lengths are left-padded; padding is masked out of attention and
     positions count from each prompt's first real token. Generation ends at max_new_tokens,
     when every row has produced a stop id, or at the end of the context window.
+
+    cache: a KV cache (model.new_cache()) that already holds the keys and values of the first
+    cache.length tokens of the one prompt (a chat's earlier turns): only the rest is prefilled.
+    Afterwards it holds the prompt and every generated token but the last.
     """
     if isinstance(prompts, torch.Tensor):
         prompts = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
     prompts = [list(p) for p in prompts]
     if not prompts or any(len(p) == 0 for p in prompts):
         raise GlassError("every prompt needs at least one token")
+    if cache is not None:
+        yield from _continue(model, prompts, cfg, cache)
+        return
     B, T = len(prompts), max(len(p) for p in prompts)
     n_ctx = model.cfg.n_ctx
     if T > n_ctx:
@@ -166,6 +174,37 @@ def generate_ids(
         logits = model(fed, cache=cache, positions=next_pos, key_mask=key_mask if padded else None,
                        last_only=True)[:, -1]
         next_pos = next_pos + 1
+
+
+def _continue(model: GPT, prompts: list[list[int]], cfg: SampleConfig, cache) -> Iterator[torch.Tensor]:
+    """generate_ids for one prompt whose first cache.length tokens are already in the cache."""
+    if len(prompts) != 1:
+        raise GlassError("a reused KV cache serves one prompt at a time")
+    ids = prompts[0]
+    n_ctx = model.cfg.n_ctx
+    if len(ids) > n_ctx:
+        raise GlassError(f"the prompt has {len(ids)} tokens but the context window holds {n_ctx}")
+    if cache.length >= len(ids):
+        truncate(cache, len(ids) - 1)  # the last prompt token runs again: its logits pick the first answer token
+    device = model.embed.W_E.device
+    present = torch.zeros(1, model.cfg.d_vocab, dtype=torch.bool, device=device)
+    present[0, torch.tensor(ids, device=device)] = True
+    sampler = Sampler(cfg)
+    stop = set(cfg.stop_ids)
+    logits = model(torch.tensor([ids[cache.length:]], device=device), cache=cache, last_only=True)[:, -1]
+    for step in range(cfg.max_new_tokens):
+        token = sampler.sample(logits, present if cfg.repetition_penalty != 1.0 else None).to(device)  # (1,)
+        yield token
+        if int(token[0]) in stop or cache.length >= n_ctx or step == cfg.max_new_tokens - 1:
+            return
+        present[0, token] = True
+        logits = model(token.view(1, 1), cache=cache)[:, -1]
+
+
+def truncate(cache, n: int) -> None:
+    """Forget all but the first n tokens of a KV cache (a chat whose history changed after them)."""
+    for layer in cache.layers:
+        layer.length = min(layer.length, n)
 
 
 class TextStream:
@@ -207,13 +246,19 @@ class TextStream:
         return piece
 
 
-def stream(model: GPT, tokenizer, prompt: str | Sequence[int], cfg: SampleConfig) -> Iterator[str]:
-    """Yield the continuation of one prompt as text pieces, as soon as each is certain."""
+def stream(model: GPT, tokenizer, prompt: str | Sequence[int], cfg: SampleConfig, cache=None,
+           generated: list[int] | None = None) -> Iterator[str]:
+    """Yield the continuation of one prompt as text pieces, as soon as each is certain.
+
+    cache: see generate_ids. generated: if given, receives every new token id as it is chosen.
+    """
     ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
     stop_ids = set(cfg.stop_ids)
     out = TextStream(tokenizer, cfg.stop_strings)
-    for step_ids in generate_ids(model, [ids], cfg):
+    for step_ids in generate_ids(model, [ids], cfg, cache=cache):
         token = int(step_ids[0])
+        if generated is not None and token >= 0:
+            generated.append(token)
         if token < 0 or token in stop_ids:
             break
         piece = out.push(token)

@@ -99,8 +99,10 @@ class Int8Weight(PackedWeight):
     @classmethod
     def quantize(cls, W: torch.Tensor, **kw) -> "Int8Weight":
         """Symmetric per-column quantisation of W (d_in, d_out): s = max|w| / 127."""
+        act = kw.get("act", torch.bfloat16)
         W = W.float().T  # (d_out, d_in)
         s = W.abs().amax(dim=1).clamp(min=1e-12) / 127
+        s = _round_up(s, act)  # the scale the kernel will use, so codes round against it
         return cls(torch.round(W / s[:, None]).clamp(-127, 127), s, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,12 +138,14 @@ class Int4Weight(PackedWeight):
     @classmethod
     def quantize(cls, W: torch.Tensor, **kw) -> "Int4Weight":
         """Asymmetric quantisation of W (d_in, d_out) per group of 32 inputs, as GGUF's Q4_1 does it."""
+        act = kw.get("act", torch.bfloat16)
         W = W.float().T  # (d_out, d_in)
         groups = W.reshape(W.shape[0], -1, GROUP)  # (d_out, d_in/32, 32)
-        m = groups.amin(dim=-1)
-        d = (groups.amax(dim=-1) - m) / 15
-        q = torch.round((groups - m[..., None]) / d.clamp(min=1e-12)[..., None]).clamp(0, 15)
-        return cls(q.reshape(W.shape), d, m, **kw)
+        lo, hi = groups.amin(dim=-1), groups.amax(dim=-1)
+        d = _round_up((hi - lo).clamp(min=1e-12) / 15, act)  # scale and zero as the kernel will hold them
+        zero = ((lo + hi) / 2).to(act).float()  # w = (q - 8)·d + zero
+        q = torch.round((groups - zero[..., None]) / d[..., None] + 8).clamp(0, 15)
+        return cls(q.reshape(W.shape), d, zero - 8 * d, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -162,6 +166,12 @@ class Int4Weight(PackedWeight):
         q = self.codes().float().view(self.d_out, -1, GROUP)  # (d_out, d_in/32, 32)
         W = (q - 8) * scale[..., None] + zero[..., None]
         return W.reshape(self.d_out, self.d_in).T
+
+
+def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x rounded to dtype, never below x (a scale rounded down would push the largest code out of range)."""
+    y = x.to(dtype).float()
+    return torch.where(y < x, (x * (1 + 2 ** -7)).to(dtype).float(), y)
 
 
 # ----------------------------------------------------------------------------- GGUF's own blocks

@@ -6,6 +6,20 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _converted_weights_cache(tmp_path_factory):
+    """Converted GGUF weights (glassgpt.fast) go to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("GLASSGPT_CACHE")
+    os.environ["GLASSGPT_CACHE"] = str(tmp_path_factory.mktemp("glassgpt-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GLASSGPT_CACHE", None)
+    else:
+        os.environ["GLASSGPT_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

