@@ -34,6 +34,7 @@ from .errors import CheckpointError, GlassError
 from .quant import FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight
 
 MODES = ("fp32", "fp16", "bf16", "int8", "int4")
+DEFAULT_MODE = "fp16"  # chat and generate: chosen from benchmarks/generate.py's numbers (README, Chat and generation)
 CACHE_VERSION = 1  # bump when the stored layout changes
 
 

@@ -11,7 +11,9 @@ float32, so the rest of the model never sees the packing.
                  its float32 path is not vectorised).
     Int8Weight   8-bit codes, one scale per output column: w = q·s.
                  Kernel: aten._weight_int8pack_mm (bf16 activations, same reason).
-    HalfWeight   a float16 / bfloat16 copy, multiplied by the half-precision matrix-vector kernel.
+    HalfWeight   a float16 / bfloat16 copy, multiplied by the half-precision matrix-vector kernel
+                 (a prompt's many rows widen it to float32 instead: half-precision matrix-matrix
+                 products are slow on CPUs without native fp16 arithmetic).
     FullWeight   float32, stored (d_in, d_out) row-major — the layout whose matrix-vector product
                  torch runs fastest (benchmarks/matvec.py).
 
@@ -77,7 +79,9 @@ class HalfWeight(PackedWeight):
         self.d_out, self.d_in = self.W_T.shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x.to(self.W_T.dtype), self.W_T).float()
+        if x.numel() <= 8 * self.d_in:  # a few tokens (decoding): bandwidth-bound, multiply in half precision
+            return torch.nn.functional.linear(x.to(self.W_T.dtype), self.W_T).float()
+        return torch.nn.functional.linear(x, self.W_T.float())  # a prompt: compute-bound, widen W once
 
     def dequantize(self) -> torch.Tensor:
         return self.W_T.T.float()

