@@ -126,6 +126,13 @@ def load_gguf(path: str | Path, mode: str, cache: bool = True):
     except Exception as e:
         raise CheckpointError(f"{path}: unreadable GGUF metadata ({G._first_line(e)})") from None
     cfg = G.config_from_gguf(meta, path)
+    if meta.get("general.architecture") != "llama":  # (gpt2's fused QKV: the converter's own path, then packed)
+        loaded = G.load_gguf(path)
+        pack_model(loaded.model, mode)
+        loaded.metadata["weights"] = mode
+        if stored is not None:
+            _save_cache(loaded, stored)
+        return loaded
     tokenizer, bos, eos = G.tokenizer_from_gguf(meta, path)
     raw = {t.name: t for t in reader.tensors}
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
@@ -165,7 +172,7 @@ def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> 
     from .errors import CheckpointError
     from .quant import q4_1_codes
 
-    known = {theirs for _, theirs, _ in G._expand(cfg.n_layers)}
+    known = {theirs for _, theirs, _ in G._expand(cfg.n_layers, "llama")}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise CheckpointError(f"{path}: tensor {unknown[0]} is not part of the llama architecture glassgpt "
@@ -174,7 +181,7 @@ def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> 
     pack = None if mode == "fp32" else _packer(mode)
     expected = dict(model.state_dict())
     placed = set()
-    for ours, theirs, how in G._expand(cfg.n_layers):
+    for ours, theirs, how in G._expand(cfg.n_layers, "llama"):
         if theirs not in raw or (ours == "unembed.W_U" and cfg.tie_embeddings):
             continue
         t = raw[theirs]

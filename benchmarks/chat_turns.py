@@ -1,0 +1,77 @@
+"""Time to the first token of each turn of a scripted chat, with and without the KV cache kept between turns.
+
+    .venv/bin/python benchmarks/chat_turns.py                 # default weights, 1 thread
+    .venv/bin/python benchmarks/chat_turns.py --weights fp32 --threads 2
+
+Eight user messages, greedy answers of up to 48 tokens, SmolLM2-135M-Instruct. Two sessions run
+turn by turn side by side: one keeps its KV cache (chat's default), one recomputes the whole
+conversation every turn (reuse_cache=False). Both must give the same answers. Writes
+benchmarks/results/chat_turns-<weights>-<threads>threads.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from glassgpt.chat import Chat
+from glassgpt.generate import SampleConfig
+from glassgpt.load import load_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TURNS = [
+    "Hi! Can you help me plan a small vegetable garden?",
+    "Which vegetables are easiest for a beginner?",
+    "How often should I water tomatoes?",
+    "What about lettuce?",
+    "Should I use compost?",
+    "How do I keep snails away?",
+    "When should I harvest the carrots?",
+    "Thanks! Can you summarise the plan in three steps?",
+]
+
+
+def first_token_time(chat: Chat, text: str) -> tuple[float, str]:
+    t = time.perf_counter()
+    pieces = chat.ask(text)
+    first = next(pieces, "")
+    ttft = time.perf_counter() - t
+    return ttft, first + "".join(pieces)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", default=None, help="a glassgpt.fast mode (default: chat's default)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    from glassgpt.fast import DEFAULT_MODE
+
+    weights = args.weights or DEFAULT_MODE
+    torch.set_num_threads(args.threads)
+    loaded = load_model(None, weights=weights)
+    sample = SampleConfig(max_new_tokens=48, temperature=0)
+    kept, fresh = Chat(loaded, sample=sample), Chat(loaded, sample=sample, reuse_cache=False)
+    rows = []
+    with torch.inference_mode():
+        for n, text in enumerate(TURNS, 1):
+            prompt_tokens = len(loaded.tokenizer.encode(Chat(loaded, messages=kept.messages + [
+                {"role": "user", "content": text}]).prompt_text()))
+            t_kept, a = first_token_time(kept, text)
+            t_fresh, b = first_token_time(fresh, text)
+            rows.append({"turn": n, "prompt_tokens": prompt_tokens, "ttft_ms_kept": round(t_kept * 1000, 1),
+                         "ttft_ms_recomputed": round(t_fresh * 1000, 1), "same_answer": a == b})
+            print(rows[-1], flush=True)
+    result = {"weights": weights, "threads": args.threads, "turns": rows,
+              "turn8_over_turn1_kept": round(rows[-1]["ttft_ms_kept"] / rows[0]["ttft_ms_kept"], 2),
+              "turn8_over_turn1_recomputed": round(rows[-1]["ttft_ms_recomputed"] / rows[0]["ttft_ms_recomputed"], 2)}
+    print(json.dumps({k: v for k, v in result.items() if k != "turns"}))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"chat_turns-{weights}-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
