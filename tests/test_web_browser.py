@@ -357,8 +357,9 @@ def test_pipeline_screenshots_on_smollm2_and_a_trained_char_model(browser, one_t
 
     char, before, after = trained_char_loaded()
     assert after < 0.5 * before
-    for name, model, prompt, layer, head in [("smollm2", load_model(None), "The capital of France is", 20, 5),
-                                             ("char", char, CHAR_PROMPT, 1, 2)]:
+    for name, model, prompt, layer, head, position, lang in [
+            ("smollm2", load_model(None), "The capital of France is", 20, 5, None, "en"),
+            ("char", char, CHAR_PROMPT, 1, 2, len(CHAR_PROMPT) - 4, "zh")]:  # mid-prompt: the mask shows −∞
         with serving(create_app(model, include_default=False)) as url:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(url + "/")
@@ -367,10 +368,19 @@ def test_pipeline_screenshots_on_smollm2_and_a_trained_char_model(browser, one_t
             page.locator("#pipe-layer").select_option(str(layer))
             page.locator("#pipe-head").select_option(str(head))
             page.wait_for_timeout(500)
+            if position is not None:
+                page.locator("#tokens .chip").nth(position).click()
+            page.locator(f"#lang-{lang}").click()
+            page.wait_for_timeout(500)
             page.wait_for_function("document.querySelector('#pipeline-panel').dataset.state === 'ready' && "
                                    f"document.querySelector('#pipeline .stage[data-stage=qkv] .vec-head').textContent.includes('head {head}')")
             stages = page.locator("#pipeline .stage").count()
             assert stages == 11
             ARTIFACTS.mkdir(exist_ok=True)
             page.locator("#pipeline-panel").screenshot(path=str(ARTIFACTS / f"pipeline-{name}.png"))
+            if name == "smollm2":
+                page.locator('canvas.thumb[data-layer="20"][data-head="5"]').click()
+                page.wait_for_selector("#heatmap canvas")
+                page.evaluate("window.scrollTo(0, 0)")
+                page.screenshot(path=str(ARTIFACTS / "explorer-smollm2.png"))
             page.close()

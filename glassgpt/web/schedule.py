@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import ctypes.util
 import threading
 from contextlib import contextmanager
@@ -105,6 +106,7 @@ _libc = None
 def release_memory() -> None:
     """Give freed heap pages back to the OS (glibc keeps them otherwise, so RSS would stay at its peak)."""
     global _libc
+    gc.collect()  # the answers' Python objects first, so their arenas can go too
     if _libc is None:
         name = ctypes.util.find_library("c")
         try:

@@ -2,7 +2,7 @@
 // numbers from POST /api/pipeline. Each stage names its seed point and explains itself in two
 // sentences, in English or Chinese (the language switch).
 
-import { describe, label, visible } from "./tokens.js";
+import { describe, label } from "./tokens.js";
 
 const TEXT = {
   token: {
@@ -175,7 +175,7 @@ export function renderPipeline(container, data, tokens, lang) {
   const stages = [];
   const stage = (id, ...body) => {
     const [title, explain] = TEXT[id][lang];
-    const section = el("section", "stage");
+    const section = el("section", "stage" + (["scores", "mask", "softmax"].includes(id) ? " over-tokens" : ""));
     section.dataset.stage = id;
     const h = el("h3");
     h.append(el("span", "stage-n", `${stages.length + 1}`), ` ${title} `, el("span", "seed", TEXT[id].seed));
@@ -241,8 +241,4 @@ export function renderPipeline(container, data, tokens, lang) {
     ` id ${data.sampled.id} · ${(100 * data.sampled.prob).toFixed(2)}%`));
   stage("final", vector("final_norm", data.final_norm, w), el("div", "caption", settings), logits, drawn);
   container.replaceChildren(...stages);
-}
-
-export function pipelineTitle(data, tokens) {
-  return `${visible(tokens[data.position]?.text ?? "")}`;
 }
