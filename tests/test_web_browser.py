@@ -313,6 +313,8 @@ def test_a_chinese_prompt_shows_its_characters(page):
     assert partial == ["<E7>", "<8C>", "<AB>"]  # 猫 = E7 8C AB, three single-byte tokens
     titles = page.locator("#tokens .chip.partial").evaluate_all("cs => cs.map(c => c.title)")
     assert all("part of “猫”" in t for t in titles)
+    page.locator("#tokens .chip.partial").first.focus()  # the keyboard (and a tap) reach the same words
+    assert "part of “猫”" in page.locator("#chip-info").inner_text()
     page.wait_for_selector("table.lens tbody td")
     assert "中" in "".join(page.locator("table.lens thead th").all_inner_texts())
     shot(page, "explorer-chinese")

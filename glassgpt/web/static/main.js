@@ -98,7 +98,7 @@ function showTokens(tokens) {
   state.tokens = tokens;
   const last = tokens.length - 1;
   const position = state.pipe.position === null ? last : Math.min(state.pipe.position, last);
-  renderChips($("tokens"), tokens, { selected: position, onPick: pickPosition });
+  renderChips($("tokens"), tokens, { selected: position, onPick: pickPosition, info: $("chip-info") });
   $("token-count").textContent = `${tokens.length} tokens (context window ${state.info?.n_ctx ?? "?"})`;
   $("pipe-position").replaceChildren(...tokens.map((t, i) => new Option(`${i} · ${label(t)}`, i)));
   $("pipe-position").value = String(position);
@@ -176,7 +176,7 @@ function clearPanels() {
   state.tokens = [];
   state.next = state.sorted = pipelineData = null;
   for (const id of ["tokens", "bars", "attn-grid", "heatmap", "hover-info", "lens", "lens-info", "pipeline",
-    "embed-result", "bar-info", "dist-summary", "token-count"]) $(id).replaceChildren();
+    "embed-result", "bar-info", "dist-summary", "token-count", "chip-info"]) $(id).replaceChildren();
   $("heatmap-title").textContent = "Click a thumbnail (or Tab to it and press Enter) to open its pattern.";
   state.pipe.position = null;
 }

@@ -21,15 +21,18 @@ export function describe(t, extra = "") {
   return (extra ? extra + " · " : "") + parts.join(" · ");
 }
 
-export function renderChips(container, tokens, { selected = -1, onPick = null } = {}) {
+// info: where a chip's details appear on keyboard focus or a tap (what its tooltip says to a mouse).
+export function renderChips(container, tokens, { selected = -1, onPick = null, info = null } = {}) {
   container.replaceChildren(...tokens.map((t, i) => {
     const chip = document.createElement(onPick ? "button" : "span");
     chip.className = "chip" + (t.partial ? " partial" : "") + (i === selected ? " selected" : "");
     chip.dataset.pos = i;
     chip.title = describe(t, `position ${i}`);
+    const say = () => { if (info) info.textContent = chip.title; };
+    chip.addEventListener("focus", say);
     if (onPick) {
       chip.type = "button";
-      chip.addEventListener("click", () => onPick(i));
+      chip.addEventListener("click", () => { say(); onPick(i); });
     }
     const piece = document.createElement("span");
     piece.className = "piece";
