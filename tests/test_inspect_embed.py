@@ -9,7 +9,8 @@ import torch
 
 from glassgpt.config import ModelConfig
 from glassgpt.errors import GlassError
-from glassgpt.inspect.embed import analogy, direction, nearest, pair_alignment, project, word_ids, word_vector
+from glassgpt.inspect.embed import (analogy, direction, nearest, pair_alignment, pair_report, project, word_ids,
+                                    word_vector)
 from glassgpt.model import GPT
 from glassgpt.tokenizer import BPETokenizer, CharTokenizer
 
@@ -96,6 +97,21 @@ def test_pair_alignment_against_the_random_baseline(planted):
     assert abs(fake["mean_cosine"] - fake["baseline_mean"]) < 3 * fake["baseline_std"]
 
 
+def test_pair_report_each_pair_against_mismatched_and_random_pairs(planted):
+    model, tok, _, _ = planted
+    pairs = [(w, w + "s") for w in SINGULAR[:6]] + [("apple", "green"), ("zebrafish", "stone")]  # two impostors
+    r = pair_report(model, tok, pairs)
+    rows = {tuple(row["pair"]): row for row in r["pairs"]}
+    assert len(rows) == len(pairs)  # every pair is reported, the ones that fail too
+    for w in SINGULAR[:6]:
+        assert rows[(w, w + "s")]["carries"] and rows[(w, w + "s")]["cosine"] > r["mismatched_mean"]
+    assert not rows[("apple", "green")]["carries"] and not rows[("zebrafish", "stone")]["carries"]
+    assert rows[("zebrafish", "stone")]["several_tokens"] == ["zebrafish"]
+    assert rows[("cat", "cats")]["several_tokens"] == []
+    assert r["matched_mean"] > r["mismatched_mean"] > r["random_mean"]  # cat → dogs still has some plural in it
+    assert abs(r["random_mean"]) < 3 * r["random_std"] / r["n_random"] ** 0.5 + 0.05
+
+
 def test_multi_token_word_is_the_mean_of_its_pieces(planted):
     model, tok, _, _ = planted
     ids = word_ids(tok, "zebrafish")
@@ -119,6 +135,7 @@ def test_unembed_space_uses_W_U():
     (lambda m, t: word_vector(m, t, "a", space="middle"), "space must be one of"),
     (lambda m, t: pair_alignment(m, t, [("a", "b")]), "at least two pairs"),
     (lambda m, t: direction(m, t, []), "at least one pair"),
+    (lambda m, t: pair_report(m, t, [("a", "b"), ("b", "c")]), "at least three pairs"),
 ])
 def test_bad_words(call, message):
     tok = CharTokenizer("abc")

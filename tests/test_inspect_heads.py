@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from glassgpt.config import ModelConfig
-from glassgpt.inspect.heads import (first_token_score, head_scores, induction_score, mean_distance, mean_entropy,
-                                    prev_token_score, repeated_random_tokens)
+from glassgpt.inspect.heads import (distance_without_first, first_token_score, head_scores, induction_score,
+                                    mean_distance, mean_entropy, prev_token_score, repeated_random_tokens,
+                                    uniform_pattern)
 from glassgpt.model import GPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,6 +37,17 @@ def test_scores_of_pure_patterns():
     assert mean_entropy(uniform) == pytest.approx(sum(math.log(i + 1) for i in range(1, T)) / (T - 1))
     stacked = torch.stack([prev, first])  # scores keep the leading (layer, head) dimensions
     assert prev_token_score(stacked).shape == (2,)
+    torch.testing.assert_close(uniform_pattern(T), uniform)
+
+
+def test_distance_without_the_first_token_separates_the_sink():
+    sink_and_prev = _rows(lambda i: 0) * 0.8 + _rows(lambda i: max(i - 1, 0)) * 0.2  # 80% on token 0, 20% just before
+    assert mean_distance(sink_and_prev) > 2.5  # the plain distance is dominated by the far-away token 0
+    assert distance_without_first(sink_and_prev) == pytest.approx(1.0)  # left out, the head is local
+    assert first_token_score(sink_and_prev)[..., ] == pytest.approx(0.8 + 0.2 / (T - 1))
+    far = _rows(lambda i: 1)  # a head that really looks far back (to token 1)
+    assert distance_without_first(far) == pytest.approx(sum(range(1, T - 1)) / (T - 2))
+    assert distance_without_first(uniform_pattern(T)) == pytest.approx(sum((i - 1) / 2 for i in range(2, T)) / (T - 2))
 
 
 def test_induction_score_of_an_ideal_induction_pattern():

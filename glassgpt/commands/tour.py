@@ -1,4 +1,4 @@
-"""`glassgpt tour`: the seed's claims G1–G12 and T1–T16, one by one, with numbers and figures."""
+"""`glassgpt tour`: the seed's claims G1–G12 and T1–T16, one by one, with numbers, figures and controls."""
 
 from __future__ import annotations
 
@@ -10,27 +10,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="tour-out", help="folder for the figures and tour.json (default: tour-out)")
     p.add_argument("--only", nargs="+", metavar="ID", help="just these stops, e.g. G9 T6 (or G9,T6)")
     p.add_argument("--model", help="the pretrained model (default: SmolLM2-135M-Instruct)")
-    p.add_argument("--data", help="text for the model trained during the tour (default: Tiny Shakespeare)")
-    p.add_argument("--seconds", type=float, default=60.0, help="how long to train that model (default 60)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice; 1 is often "
-                                                          "faster for the small model on a busy machine)")
+    p.add_argument("--data", help="text for the models trained during the tour (default: tinyshakespeare)")
+    p.add_argument("--quick", action="store_true", help="shorter trainings (the tests' budget)")
+    p.add_argument("--steps", type=int, help="training steps of the toy model (default 400; --quick 250)")
+    p.add_argument("--max-minutes", type=float, help="a safety net: trainings stop when the tour has run this long "
+                                                     "(their stops then warn that they are under-trained)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for SmolLM2 (default 1; the small "
+                                                          "models always train on one)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import replace
     from pathlib import Path
 
     from ..errors import GlassError
-    from ..tour import Tour, run_tour, select_stops
+    from ..tour import FULL, QUICK, Tour, run_tour, select_stops
 
-    if args.seconds <= 0:
-        raise GlassError(f"--seconds must be positive, got {args.seconds}")
+    if args.steps is not None and args.steps <= 0:
+        raise GlassError(f"--steps must be a positive number of steps, got {args.steps}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise GlassError(f"--max-minutes must be positive, got {args.max_minutes}")
+    if args.threads <= 0:
+        raise GlassError(f"--threads must be positive, got {args.threads}")
     select_stops(args.only)  # unknown ids fail before anything loads
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
-    tour = Tour(out=Path(args.out), smol_spec=args.model, data=args.data, seconds=args.seconds)
+    torch.set_num_threads(args.threads)
+    budget = QUICK if args.quick else FULL
+    if args.steps:
+        budget = replace(budget, toy_steps=args.steps)
+    tour = Tour(out=Path(args.out), smol_spec=args.model, data=args.data, budget=budget, max_minutes=args.max_minutes)
+    t0, c0 = time.perf_counter(), time.process_time()
     facts = run_tour(tour, args.only)
-    print(f"\n{len(facts)} stops; numbers in {Path(args.out) / 'tour.json'}")
+    warned = [sid for sid, f in facts.items() if f.get("warnings")]
+    print(f"\n{len(facts)} stops in {time.perf_counter() - t0:.0f} s ({time.process_time() - c0:.0f} s of CPU); "
+          f"numbers in {Path(args.out) / 'tour.json'}")
+    if warned:
+        print(f"WARNING: {', '.join(warned)} could not show their effect in full (see above)")
     return 0

@@ -151,3 +151,54 @@ def pair_alignment(
         "n_random": n_random,
         "z": float((off.mean() - base.mean()) / base.std().clamp_min(1e-12)),
     }
+
+
+def pair_report(
+    model: GPT, tokenizer, pairs: list[tuple[str, str]], space: str = "embed", n_random: int = 2000, seed: int = 0
+) -> dict:
+    """Each pair on its own, against two controls (G9).
+
+    For pair i, its difference (second − first) is compared by cosine with the direction of the
+    *other* pairs (their mean unit difference), so no pair is measured against itself:
+
+    - matched:     cos(second_i − first_i, direction without i), one value per pair;
+    - mismatched:  cos(second_j − first_i, direction without i and j) for every i ≠ j (cat → dogs,
+                   man → queen): the same words, wrongly paired. It keeps any direction that
+                   separates the second words from the first words as groups;
+    - random:      cos(w2 − w1, the direction of all pairs) for random pairs of word-like tokens.
+
+    A pair "carries the direction" when its cosine clears the mismatched pairs' mean by two of their
+    standard deviations. Every pair is reported, including those that do not, and a word that is
+    several tokens is flagged (its vector is the mean of its pieces).
+    """
+    n = len(pairs)
+    if n < 3:
+        raise GlassError("a per-pair report needs at least three pairs")
+    firsts = [word_vector(model, tokenizer, a, space) for a, _ in pairs]
+    seconds = [word_vector(model, tokenizer, b, space) for _, b in pairs]
+    A = torch.stack([v for v, _ in firsts])  # (n, d_model)
+    B = torch.stack([v for v, _ in seconds])
+    unit = F.normalize(B - A, dim=-1)  # (n, d_model)
+
+    def direction_without(*skip: int) -> torch.Tensor:
+        keep = [k for k in range(n) if k not in skip]
+        return F.normalize(unit[keep].mean(0), dim=0)
+
+    matched = [float(F.cosine_similarity(B[i] - A[i], direction_without(i), dim=0)) for i in range(n)]
+    mismatched = torch.tensor([float(F.cosine_similarity(B[j] - A[i], direction_without(i, j), dim=0))
+                               for i in range(n) for j in range(n) if i != j])
+    W = vocab_matrix(model, space)
+    pool = torch.tensor(word_like_ids(tokenizer) or list(range(W.shape[0])))
+    g = torch.Generator().manual_seed(seed)
+    pick = pool[torch.randint(len(pool), (n_random, 2), generator=g)]
+    full = F.normalize(unit.mean(0), dim=0)
+    random = F.cosine_similarity(W[pick[:, 1]] - W[pick[:, 0]], full.unsqueeze(0), dim=-1).nan_to_num(0.0)
+    mm, ms = float(mismatched.mean()), float(mismatched.std())
+    rows = []
+    for i, (a, b) in enumerate(pairs):
+        pieces = [firsts[i][1], seconds[i][1]]
+        rows.append({"pair": [a, b], "cosine": matched[i], "pieces": pieces,
+                     "several_tokens": [w for w, p in zip((a, b), pieces) if len(p) > 1],
+                     "carries": matched[i] > mm + 2 * ms})
+    return {"pairs": rows, "matched_mean": sum(matched) / n, "mismatched_mean": mm, "mismatched_std": ms,
+            "random_mean": float(random.mean()), "random_std": float(random.std()), "n_random": n_random}

@@ -7,6 +7,10 @@ From one pattern (query i's weights over keys j ≤ i), averaged over query posi
 - entropy: −Σ_j pattern[i, j]·ln pattern[i, j], in nats — 0 for one key, ln(i+1) for uniform
 - prev_token: pattern[i, i−1] — the weight on the token just before
 - first_token: pattern[i, 0] — the weight on the first token (a "resting place" for many heads)
+- distance without the first token (`distance_without_first`): the same mean distance after
+  leaving key 0 out and renormalising each row over keys 1..i. Many trained heads park most
+  of their weight on token 0 (the "attention sink"), which is far back for late queries, so
+  the plain distance mixes "looks far" with "rests on token 0"; this measure separates them.
 - induction: on a random sequence repeated twice, r r, the weight a query in the second copy
   puts on the token *after* its own earlier occurrence (position t+1 for the query at n+t):
   the head that continues a pattern it has seen before.
@@ -32,6 +36,24 @@ def mean_distance(pattern: torch.Tensor) -> torch.Tensor:
     j = torch.arange(T).unsqueeze(0)
     dist = (i - j).clamp_min(0).to(pattern.dtype)  # (T, T)
     return (pattern * dist).sum(-1)[..., 1:].mean(-1)
+
+
+def distance_without_first(pattern: torch.Tensor) -> torch.Tensor:
+    """pattern (..., T, T) → (...): the mean distance over keys 1..i only (weights renormalised),
+    averaged over queries i ≥ 2 (query 1 has one key left, itself)."""
+    T = pattern.shape[-1]
+    i = torch.arange(T).unsqueeze(1)
+    j = torch.arange(1, T).unsqueeze(0)
+    dist = (i - j).clamp_min(0).to(pattern.dtype)  # (T, T-1)
+    rest = pattern[..., 1:]  # (..., T, T-1): key 0 left out
+    rest = rest / rest.sum(-1, keepdim=True).clamp_min(1e-12)
+    return (rest * dist).sum(-1)[..., 2:].mean(-1)
+
+
+def uniform_pattern(T: int) -> torch.Tensor:
+    """(T, T): causal attention spread evenly — the baseline of a head with no preference."""
+    mask = torch.ones(T, T).tril()
+    return mask / mask.sum(-1, keepdim=True)
 
 
 def mean_entropy(pattern: torch.Tensor) -> torch.Tensor:

@@ -194,7 +194,82 @@ def distance_by_layer_figure(distance: torch.Tensor, title: str = "") -> Figure:
     return fig
 
 
+def distance_sink_figure(raw, rest, sink, uniform: float, uniform_rest: float, title: str = "") -> Figure:
+    """G4 with its control: per layer, the mean distance, the distance with token 0 left out, and token 0's share."""
+    L = len(raw)
+    fig = _fig(7.5, 5.0)
+    ax = fig.add_subplot(2, 1, 1)
+    ax.plot(range(L), [float(x) for x in raw], marker="o", color="C3", label="mean distance")
+    ax.plot(range(L), [float(x) for x in rest], marker="o", color="C0", label="token 0 left out")
+    ax.axhline(uniform, color="C3", ls=":", lw=1, label=f"uniform attention {uniform:.1f}")
+    ax.axhline(uniform_rest, color="C0", ls=":", lw=1, label=f"uniform, token 0 left out {uniform_rest:.1f}")
+    ax.set_ylabel("tokens back (mean over heads)")
+    ax.legend(fontsize=7)
+    ax.set_title(safe(title), **_text_kw())
+    ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
+    ax2.bar(range(L), [float(x) for x in sink], color="grey")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("weight on token 0")
+    ax2.set_xlabel("layer")
+    return fig
+
+
+def mlp_ablation_figure(result, title: str = "") -> Figure:
+    """G5: per layer, the loss change when its MLP is zeroed, mean-ablated or unit-shuffled."""
+    fig = _fig(7.5, 3.4)
+    ax = fig.add_subplot()
+    L = len(result.delta["zero"])
+    width = 0.27
+    for k, (name, text) in enumerate((("zero", "MLP removed"), ("mean", "only its mean output kept"),
+                                      ("shuffle", "its units shuffled"))):
+        ax.bar([i + (k - 1) * width for i in range(L)], result.delta[name].tolist(), width=width, label=text)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("loss change (nats/token)")
+    ax.set_title(safe(title), **_text_kw())
+    ax.legend(fontsize=8)
+    return fig
+
+
+def cosine_matrix_figure(matrices: dict[str, torch.Tensor], labels: Sequence[str], title: str = "") -> Figure:
+    """Side-by-side (n, n) cosine-similarity matrices with the same token labels (T4: before/after training)."""
+    n = len(labels)
+    cell = min(7.0, 2.0 + 0.11 * n)
+    fig = _fig(cell * len(matrices) + 0.8, cell + 0.6)
+    for k, (name, m) in enumerate(matrices.items()):
+        ax = fig.add_subplot(1, len(matrices), k + 1)
+        im = ax.imshow(m.float().cpu(), cmap="RdBu_r", vmin=-1, vmax=1)
+        _ticks(ax, labels, "x", _label_size(n) * 0.9)
+        _ticks(ax, labels, "y", _label_size(n) * 0.9)
+        ax.set_title(safe(name), fontsize=10, **_text_kw())
+    fig.colorbar(im, ax=fig.axes, shrink=0.7, label="cosine")
+    fig.suptitle(safe(title), **_text_kw())
+    return fig
+
+
 # ----------------------------------------------------------------------------- embeddings
+
+
+def pair_report_figure(report: dict, title: str = "") -> Figure:
+    """G9: each pair's cosine with the other pairs' direction, against mismatched and random pairs."""
+    rows = report["pairs"]
+    fig = _fig(6.5, max(2.5, 0.32 * len(rows) + 1.4))
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))
+    for mean, std, colour, text in ((report["random_mean"], report["random_std"], "grey", "random pairs"),
+                                    (report["mismatched_mean"], report["mismatched_std"], "C0", "mismatched pairs")):
+        ax.axvspan(mean - 2 * std, mean + 2 * std, color=colour, alpha=0.15, label=f"{text} ± 2 sd")
+        ax.axvline(mean, color=colour, lw=1)
+    ax.scatter([r["cosine"] for r in rows], ys, color=["C3" if r["carries"] else "black" for r in rows], zorder=3)
+    names = [f"{r['pair'][0]} → {r['pair'][1]}" + (" *" if r["several_tokens"] else "") for r in rows]
+    _ticks(ax, names, "y", 9)
+    ax.set_xlim(-0.5, 1)
+    ax.invert_yaxis()  # the first pair on top
+    ax.set_xlabel("cosine with the other pairs' direction   (* several tokens; red: clears the mismatched by 2 sd)")
+    ax.set_title(safe(title), **_text_kw())
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
 
 
 def projection_figure(values: Sequence[tuple[str, float]], title: str = "") -> Figure:
