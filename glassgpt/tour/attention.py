@@ -385,15 +385,15 @@ def t13(t: Tour) -> dict:
     diff = results[1]["mean"] - results[4]["mean"]
     noise = 2 * math.sqrt(results[1]["sd"] ** 2 + results[4]["sd"] ** 2) / math.sqrt(max(1, b.heads_seeds))
     t.say(f"baselines on the same text: unigram {base['unigram']:.3f}, bigram {base['bigram']:.3f}")
+    se = f"two standard errors over the seeds: {noise:.3f}"
     if diff > noise:
-        t.say(f"→ 4 heads beat 1 by {diff:.3f} nats, more than two standard errors over the seeds ({noise:.3f}): several smaller "
-              "patterns help at equal size here")
+        t.say(f"→ 4 heads beat 1 by {diff:.3f} nats ({se}): several smaller patterns help at equal size here")
     elif diff < -noise:
-        t.say(f"→ 1 head beats 4 by {-diff:.3f} nats, beyond two standard errors over the seeds ({noise:.3f}): at this size and budget "
-              "the data contradict 'several heads are better'")
+        t.say(f"→ 1 head beats 4 by {-diff:.3f} nats ({se}): at this size and budget the data contradict "
+              "'several heads are better'")
     else:
-        t.say(f"→ the difference ({diff:+.3f} nats) is within two standard errors over the seeds ({noise:.3f}): this short run does not "
-              "separate them (benchmarks/heads.py runs 600 steps)")
+        t.say(f"→ the difference ({diff:+.3f} nats) is inside {se}: this short run does not separate them "
+              "(benchmarks/heads.py runs 600 steps)")
     return {"heads": results, "difference": diff, "noise": noise, **base}
 
 
