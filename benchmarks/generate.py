@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/generate.py                  # every implementation, table + JSON + plot
     .venv/bin/python benchmarks/generate.py --quick          # fewer repeats, shorter contexts
     .venv/bin/python benchmarks/generate.py --impls glassgpt-int4,llama.cpp --threads 1
+    .venv/bin/python benchmarks/generate.py --drift fp16,int4   # answers and logit drift of modes vs fp32
 
 Each implementation runs in its own process, one after the other, so its peak RSS is its own.
 Measured: load time (glassgpt: a second load, from the converted-weights cache), prefill tokens/s
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,8 +49,7 @@ class Ours:
     def __init__(self, weights: str = "fp32"):
         from glassgpt.load import load_model
 
-        load_model(None, weights=weights)  # the first load converts and fills the cache (not timed)
-        t = time.perf_counter()
+        t = time.perf_counter()  # a second load: main() converted the GGUF into the cache in another process
         self.loaded = load_model(None, weights=weights)
         self.load_s = time.perf_counter() - t
         self.model = self.loaded.model
@@ -136,12 +135,13 @@ def measure(impl: str, repeats: int, contexts: list[int], threads: int) -> dict:
             per_token[n] = round(statistics.median(times) * 1000, 2)
     return {"impl": impl, "threads": threads, "load_s": round(runner.load_s, 2),
             "prefill_tok_s": round(statistics.median(prefill), 1), "decode_tok_s": round(statistics.median(decode), 1),
-            "decode_ms_by_context": per_token, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "decode_ms_by_context": per_token, "peak_rss_mb": peak_rss_mb(),
             "weights_mb": round(runner.weights_bytes() / 1e6, 1)}
 
 
 def bare_torch_rss() -> int:
-    code = "import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    code = ("import torch; print(next(int(l.split()[1]) // 1024 for l in open('/proc/self/status') "
+            "if l.startswith('VmHWM:')))")
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
@@ -151,7 +151,55 @@ def llama_available() -> bool:
     return subprocess.run([LLAMA_PYTHON, "-c", "import llama_cpp"], capture_output=True).returncode == 0
 
 
+# ----------------------------------------------------------------------------- answers and drift
+
+
+def drift(modes: list[str], threads: int, max_new_tokens: int = 32) -> dict:
+    """Each mode against fp32 on tests/decode_prompts.py: greedy continuations (identical or where they part)
+    and the largest logit difference over prompt + fp32's continuation."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from decode_prompts import CHAT, TEXT
+
+    from glassgpt.chat import Chat
+    from glassgpt.generate import SampleConfig, generate_ids
+    from glassgpt.load import load_model
+
+    torch.set_num_threads(threads)
+    exact = load_model(None)
+    prompts = list(TEXT) + [Chat(exact, messages=[{"role": "user", "content": c}]).prompt_text() for c in CHAT]
+    ids = [exact.tokenizer.encode(p) for p in prompts]
+    cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=0, stop_ids=tuple(exact.stop_ids))
+
+    def answers(model):
+        with torch.inference_mode():
+            return [[int(s[0]) for s in generate_ids(model, [i], cfg)] for i in ids]
+
+    reference = answers(exact.model)
+    out = {"prompts": len(ids), "max_new_tokens": max_new_tokens, "modes": {}}
+    for mode in modes:
+        model = load_model(None, weights=mode).model
+        mine = answers(model)
+        with torch.inference_mode():
+            worst = max((model(torch.tensor([i + r])) - exact.model(torch.tensor([i + r]))).abs().max().item()
+                        for i, r in zip(ids, reference))
+        parted = {n: next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                  for n, (a, b) in enumerate(zip(mine, reference)) if a != b}
+        out["modes"][mode] = {"identical": len(ids) - len(parted), "parted_at_token": parted,
+                              "max_logit_drift": round(worst, 4)}
+        print(mode, out["modes"][mode], file=sys.stderr, flush=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- the table and the plot
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's, kept across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    return -1
 
 
 def main() -> None:
@@ -160,9 +208,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="threads for every implementation (2 as in the issue; "
                                                            "on a busy shared 2-core machine 1 is steadier)")
     ap.add_argument("--impls", help="comma-separated subset of glassgpt-<mode>, transformers, llama.cpp")
+    ap.add_argument("--drift", help="compare these modes (comma-separated) with fp32 instead of timing")
     ap.add_argument("--impl", help=argparse.SUPPRESS)  # child process: measure one implementation
     args = ap.parse_args()
-    repeats, contexts = (2, [128, 512]) if args.quick else (3, [128, 512, 1024, 2000])
+    if args.drift:
+        result = {"cpu_threads": args.threads, **drift(args.drift.split(","), args.threads)}
+        print(json.dumps(result))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "drift.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
+    repeats, contexts = (2, [128, 2000]) if args.quick else (3, [128, 512, 1024, 2000])
     if args.impl:  # a child: print the row
         print(json.dumps(measure(args.impl, repeats, contexts, args.threads)))
         return
@@ -182,6 +237,9 @@ def main() -> None:
             cmd = [LLAMA_PYTHON, str(HERE / "llama_runner.py"), str(default_gguf_path()), "--threads", str(args.threads),
                    "--repeats", str(repeats), "--contexts", ",".join(map(str, contexts))]
         else:
+            if impl.startswith("glassgpt-"):  # fill the converted-weights cache, so the timed process loads from it
+                subprocess.run([sys.executable, "-c", f"from glassgpt.load import load_model; "
+                                f"load_model(None, weights={impl.split('-')[1]!r})"], check=True)
             cmd = [sys.executable, __file__, "--impl", impl, "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:

@@ -12,13 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import time
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
         "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
         "it was the season of Darkness, it was the spring of hope, it was the winter of despair. ") * 200
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's, kept across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    return -1
 
 
 def main() -> None:
@@ -74,7 +82,7 @@ def main() -> None:
     print(json.dumps({"impl": "llama.cpp", "threads": args.threads, "load_s": round(load_s, 2),
                       "prefill_tok_s": round(statistics.median(prefills), 1),
                       "decode_tok_s": round(statistics.median(decodes), 1), "decode_ms_by_context": per_token,
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                      "peak_rss_mb": peak_rss_mb(),
                       "weights_mb": round(weights / 1e6, 1), "version": getattr(llama_cpp, "__version__", "?")}))
 
 
