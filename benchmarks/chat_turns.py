@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from glassgpt.chat import Chat
 from glassgpt.generate import SampleConfig
 from glassgpt.load import load_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))  # generate.py beside this file
 TURNS = [
     "Hi! Can you help me plan a small vegetable garden?",
     "Which vegetables are easiest for a beginner?",
@@ -65,7 +68,12 @@ def main() -> None:
             rows.append({"turn": n, "prompt_tokens": prompt_tokens, "ttft_ms_kept": round(t_kept * 1000, 1),
                          "ttft_ms_recomputed": round(t_fresh * 1000, 1), "same_answer": a == b})
             print(rows[-1], flush=True)
-    result = {"weights": weights, "threads": args.threads, "turns": rows,
+    from generate import bare_torch_rss, peak_rss_mb
+
+    from glassgpt.fast import weights_bytes
+
+    result = {"weights": weights, "threads": args.threads, "turns": rows, "peak_rss_mb": peak_rss_mb(),
+              "weights_mb": round(weights_bytes(loaded.model) / 1e6, 1), "bare_torch_rss_mb": bare_torch_rss(),
               "turn8_over_turn1_kept": round(rows[-1]["ttft_ms_kept"] / rows[0]["ttft_ms_kept"], 2),
               "turn8_over_turn1_recomputed": round(rows[-1]["ttft_ms_recomputed"] / rows[0]["ttft_ms_recomputed"], 2)}
     print(json.dumps({k: v for k, v in result.items() if k != "turns"}))
