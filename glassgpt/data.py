@@ -34,20 +34,13 @@ import numpy as np
 import torch
 
 from .errors import GlassError
+from .fetch import cache_dir  # noqa: F401 — one cache for data and models
 from .io import read_json, write_atomic, write_json
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".tsv", ".html", ".xml", ".tex", ".c", ".h",
                  ".js", ".ts", ".java", ".go", ".rs", ".toml", ".yaml", ".yml", ".ini", ".cfg", ".log", ""}
-
-
-def cache_dir() -> Path:
-    """Where downloads and prepared corpora live: $GLASSGPT_CACHE, else $XDG_CACHE_HOME/glassgpt, else ~/.cache/glassgpt."""
-    if os.environ.get("GLASSGPT_CACHE"):
-        return Path(os.environ["GLASSGPT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "glassgpt"
 
 
 def sha256(data: bytes | str) -> str:

@@ -21,10 +21,12 @@ def test_model_command_shows_grouped_query_heads(capsys):
     assert "134,515,008" in out and "9 heads sharing 3 key/value heads" in out and "RoPE" in out
 
 
-def test_bad_preset_is_one_line_and_exit_2(capsys):
+def test_bad_preset_is_a_usage_error(capsys):
     assert main(["model", "--preset", "gpt5"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown preset 'gpt5'" in err and "gpt2" in err
+    assert err.startswith("glassgpt model: error:") and err.count("\n") == 1
+    assert "unknown preset 'gpt5'" in err and "gpt2" in err
+    assert "Traceback" not in err
 
 
 def test_python_dash_m_runs_the_cli():

@@ -65,17 +65,17 @@ def test_embed(gguf, tmp_path, capsys):
     assert (tmp_path / "projection.png").is_file() and (tmp_path / "alignment.png").is_file()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["attention", "the", "--layer", "5"], "layer 5 is out of range: this model has layers 0..1"),
-    (["attention", "the", "--head", "4"], "head 4 is out of range: this model has heads 0..3"),
-    (["heads", "--layer", "-1"], "layers 0..1"),
-    (["lens", "the " * 200], "exceed the context window of 128 tokens"),
-    (["lens", "the", "--position", "9"], "position 9 is out of range"),
-    (["embed", "--align", "a:an"], "at least two pairs"),
-    (["embed", "--along", "man"], "FROM:TO"),
-    (["embed"], "say what to show"),
+@pytest.mark.parametrize("argv, message, exit_code", [  # 1: fails while running; 2: called wrongly
+    (["attention", "the", "--layer", "5"], "layer 5 is out of range: this model has layers 0..1", 1),
+    (["attention", "the", "--head", "4"], "head 4 is out of range: this model has heads 0..3", 1),
+    (["heads", "--layer", "-1"], "layers 0..1", 1),
+    (["lens", "the " * 200], "exceed the context window of 128 tokens", 1),
+    (["lens", "the", "--position", "9"], "position 9 is out of range", 1),
+    (["embed", "--align", "a:an"], "at least two pairs", 1),
+    (["embed", "--along", "man"], "FROM:TO", 1),
+    (["embed"], "say what to show", 2),
 ])
-def test_bad_input_is_one_line(gguf, tmp_path, capsys, argv, message):
+def test_bad_input_is_one_line(gguf, tmp_path, capsys, argv, message, exit_code):
     code, out, err = _run(capsys, "inspect", *argv, "--model", gguf, "--out", str(tmp_path))
-    assert code == 2
+    assert code == exit_code
     assert message in err and len(err.strip().splitlines()) == 1

@@ -77,7 +77,7 @@ def test_reused_when_prepared_again(tmp_path):
 def test_not_utf8_names_file_and_offset(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_bytes("héllo".encode("utf-8") + b"\xff rest")
-    assert main(["data", "prepare", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert main(["data", "prepare", str(bad), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert str(bad) in err and "byte offset 6" in err
@@ -86,7 +86,7 @@ def test_not_utf8_names_file_and_offset(tmp_path, capsys):
 def test_empty_corpus_is_an_error(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n", encoding="utf-8")
-    assert main(["data", "prepare", str(empty)]) == 2
+    assert main(["data", "prepare", str(empty)]) == 1
     err = capsys.readouterr().err
     assert "empty" in err and len(err.strip().splitlines()) == 1
 

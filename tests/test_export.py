@@ -96,7 +96,7 @@ def test_model_without_a_hf_architecture_is_refused():
 
 
 def test_missing_model_is_one_line_error(tmp_path, capsys):
-    assert main(["export", str(tmp_path / "nope"), "--format", "hf", str(tmp_path / "out")]) == 2
+    assert main(["export", str(tmp_path / "nope"), "--format", "hf", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope" in err
     assert not (tmp_path / "out").exists()

@@ -69,21 +69,27 @@ def test_classify_shows_every_query(runs, capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["translate", "19x7?"], r"outside the task's vocabulary: '\?', 'x'"),
     (["translate", "123456"], r"6 characters; .* at most 4"),
-    (["translate", "12", "--beam", "0"], r"--beam must be at least 1"),
     (["classify", "12"], r"needs a classifier"),
 ])
 def test_bad_input_is_one_line(runs, capsys, argv, message):
     argv = [argv[0], "--run", str(runs / "words"), *argv[1:]]
-    assert main(["seq2seq", *argv]) == 2
+    assert main(["seq2seq", *argv]) == 1  # fails while running
     assert re.search(message, one_error_line(capsys))
 
 
+def test_bad_beam_is_a_usage_error(runs, capsys):
+    assert main(["seq2seq", "translate", "--run", str(runs / "words"), "12", "--beam", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--beam: expected a positive integer, got '0'" in err
+
+
 def test_bad_classifier_input_and_missing_runs(runs, capsys, tmp_path):
-    assert main(["seq2seq", "classify", "--run", str(runs / "sorted"), "1234567890123"]) == 2
+    assert main(["seq2seq", "classify", "--run", str(runs / "sorted"), "1234567890123"]) == 1
     assert "at most 12" in one_error_line(capsys)
-    assert main(["seq2seq", "classify", "--run", str(runs / "sorted"), "12 3"]) == 2
+    assert main(["seq2seq", "classify", "--run", str(runs / "sorted"), "12 3"]) == 1
     assert "' '" in one_error_line(capsys)
-    assert main(["seq2seq", "translate", "--run", str(tmp_path / "none"), "12"]) == 2
+    assert main(["seq2seq", "translate", "--run", str(tmp_path / "none"), "12"]) == 1
     assert "not found" in one_error_line(capsys)
-    assert main(["seq2seq", "train", "--task", "poetry", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown task 'poetry'" in one_error_line(capsys)
+    assert main(["seq2seq", "train", "--task", "poetry", "--out", str(tmp_path / "x")]) == 2  # usage
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown task 'poetry'" in err

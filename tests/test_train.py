@@ -93,7 +93,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, corpu
     run = tmp_path / "run"
     code = main(["train", f"--data={corpus}", f"--out-dir={run}", "--max-steps=20", "--checkpoint-every=3",
                  "--eval-every=0"] + TINY)
-    assert code == 2
+    assert code == 1
     err = capsys.readouterr().err.strip()
     assert "nan at step 7" in err and "step_0000006" in err and len(err.splitlines()) == 1
     assert latest_checkpoint(run).step == 6  # intact and readable
@@ -102,7 +102,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, corpu
 def test_too_small_corpus_via_cli(tmp_path, capsys):
     small = tmp_path / "small.txt"
     small.write_text("to be or not to be\n" * 3, encoding="utf-8")
-    assert main(["train", f"--data={small}", f"--out-dir={tmp_path / 'r'}"] + TINY) == 2
+    assert main(["train", f"--data={small}", f"--out-dir={tmp_path / 'r'}"] + TINY) == 1
     err = capsys.readouterr().err.strip()
     assert "fewer than one batch" in err and len(err.splitlines()) == 1
 
@@ -114,7 +114,7 @@ def test_resume_from_corrupt_checkpoint(tmp_path, corpus, capsys):
     bad = run / "checkpoints" / "step_0000004" / "optimizer.safetensors"
     bad.write_bytes(bad.read_bytes()[:100])
     capsys.readouterr()
-    assert main(["train", "--resume", str(run), "--max-steps=6"]) == 2
+    assert main(["train", "--resume", str(run), "--max-steps=6"]) == 1
     err = capsys.readouterr().err.strip()
     assert str(bad) in err and len(err.splitlines()) == 1
     assert main(["train", "--resume", str(run), "--max-steps=6", "--resume-latest-good"]) == 0
@@ -132,7 +132,7 @@ def test_track_qk_is_wired(tmp_path, corpus):
 def test_track_qk_without_the_module(tmp_path, corpus, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "glassgpt.inspect.qk", None)  # as if it were not installed
     assert main(["train", f"--data={corpus}", f"--out-dir={tmp_path / 'r'}", "--max-steps=2", "--track-qk=1"]
-                + TINY) == 2
+                + TINY) == 1
     err = capsys.readouterr().err.strip()
     assert "--track-qk" in err and len(err.splitlines()) == 1
 

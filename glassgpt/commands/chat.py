@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .generate import add_model_args, add_sampling_args, load, sample_config
+from .common import add_model_args, add_sampling_args, command, load, sample_config
 
 HELP = "/temp T (0 = greedy)   /system TEXT (empty: none)   /reset (forget the turns)   /quit"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="talk to a model (default: SmolLM2-135M-Instruct, offline)")
-    add_model_args(p)
+    p = command(sub, "chat", "talk to a model (default: SmolLM2-135M-Instruct, fetched once, then offline)",
+                ["glassgpt chat", "glassgpt chat --model runs/shakespeare --temperature 0.8",
+                 "glassgpt chat --system 'Answer in one sentence.' --max-new-tokens 64"])
+    add_model_args(p, weights=True)
     p.add_argument("--system", help="system prompt: the context every answer starts from")
     # Greedy by default: SmolLM2-135M (4-bit) gives "L'…" 14% against "The" 15% for "What is the capital of
     # France?", so even T = 0.2 starts 40% of answers in French. /temp 0.7 brings variety back.
@@ -30,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
 
     tty = sys.stdin.isatty()
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 — everything but answers
-    if tty:
-        say("loading the model …")
     loaded = load(args)
     chat = Chat(loaded, system=args.system, sample=sample_config(args), on_notice=say)
     if tty:

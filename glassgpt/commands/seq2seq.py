@@ -1,9 +1,9 @@
 """`glassgpt seq2seq`: cross-attention at work (T5) — a translator and a fixed-query classifier.
 
     glassgpt seq2seq train --task digits-to-words --out runs/num2words
-    glassgpt seq2seq translate --run runs/num2words 1947 --beam 4 --plot align.png
+    glassgpt seq2seq translate --model runs/num2words 1947 --beam 4 --plot align.png
     glassgpt seq2seq train --task sorted --out runs/sorted
-    glassgpt seq2seq classify --run runs/sorted 1337 1373 --plot queries.png
+    glassgpt seq2seq classify --model runs/sorted 1337 1373 --plot queries.png
 """
 
 from __future__ import annotations
@@ -11,51 +11,68 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_runtime_args, command, positive_int, set_threads
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("seq2seq", help="encoder-decoder translation and fixed-query classification on generated tasks")
+    p = command(sub, "seq2seq", "encoder-decoder translation and fixed-query classification on generated tasks",
+                ["glassgpt seq2seq train --task digits-to-words --out runs/num2words",
+                 "glassgpt seq2seq translate --model runs/num2words 1947 --beam 4"])
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    t = actions.add_parser("train", help="train a translator (digits-to-words, words-to-digits) or a classifier (sorted)")
-    t.add_argument("--task", default="digits-to-words", help="digits-to-words (default), words-to-digits, sorted")
+    t = command(actions, "train", "train a translator (digits-to-words, words-to-digits) or a classifier (sorted)",
+                ["glassgpt seq2seq train --task digits-to-words --out runs/num2words",
+                 "glassgpt seq2seq train --task sorted --out runs/sorted --steps 3000"])
+    t.add_argument("--task", default="digits-to-words", type=task_name, help="digits-to-words (default), words-to-digits, sorted")
     t.add_argument("--out", help="run folder to write (default runs/seq2seq-<task>)")
-    t.add_argument("--steps", type=int, help="optimizer steps (default 600 for translation, 3000 for sorted)")
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--steps", type=positive_int, help="optimizer steps (default 600 for translation, 3000 for sorted)")
+    t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--d-model", type=int, help="width of the residual stream")
+    t.add_argument("--d-model", type=positive_int, help="width of the residual stream")
     t.add_argument("--max-number", type=int, default=9999, help="translation: numbers 0..N (default 9999)")
     t.add_argument("--no-eval", action="store_true", help="skip scoring the held-out examples after training")
+    add_runtime_args(t, device=False)
     t.set_defaults(func=train)
 
-    tr = actions.add_parser("translate", help="translate with a trained run: greedy, or beam search with --beam")
+    tr = command(actions, "translate", "translate with a trained run: greedy, or beam search with --beam",
+                 ["glassgpt seq2seq translate --model runs/num2words 1947 --beam 4 --plot align.png"])
     tr.add_argument("text", nargs="+", help="source text(s), e.g. 1947")
-    tr.add_argument("--run", required=True, help="a run folder from `seq2seq train`")
-    tr.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    tr.add_argument("--model", "--run", required=True, help="a run folder from `seq2seq train`")
+    tr.add_argument("--beam", type=positive_int, default=1, help="beam width (1: greedy)")
     tr.add_argument("--show-attention", action="store_true", help="print which source character each output read")
     tr.add_argument("--plot", help="write the cross-attention alignment heatmap of the first text to this PNG")
+    add_runtime_args(tr, device=False)
     tr.set_defaults(func=translate)
 
-    c = actions.add_parser("classify", help="classify with a trained fixed-query run and show where each query looks")
+    c = command(actions, "classify", "classify with a trained fixed-query run and show where each query looks",
+                ["glassgpt seq2seq classify --model runs/sorted 1337 1373 --plot queries.png"])
     c.add_argument("text", nargs="+", help="digit string(s), e.g. 1337")
-    c.add_argument("--run", required=True, help="a run folder from `seq2seq train --task sorted`")
+    c.add_argument("--model", "--run", required=True, help="a run folder from `seq2seq train --task sorted`")
     c.add_argument("--plot", help="write the fixed queries' attention over the first text to this PNG")
+    add_runtime_args(c, device=False)
     c.set_defaults(func=classify)
 
 
+def task_name(name: str) -> str:
+    from ..seq2seq.task import TASKS
+
+    if name not in TASKS:
+        raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+    return name
+
+
 def train(args: argparse.Namespace) -> int:
-    from ..errors import GlassError
     from ..seq2seq import train as T
     from ..seq2seq.checkpoint import save_run
     from ..seq2seq.task import Task, TaskConfig
 
+    set_threads(args)
     task = Task(TaskConfig(name=args.task, max_number=args.max_number))
     cfg = T.default_train_config(task.cfg)
     changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("seed", args.seed)) if v is not None}
     cfg = T.TrainConfig(**{**cfg.to_dict(), **changes})
-    if args.d_model is not None and args.d_model <= 0:
-        raise GlassError(f"--d-model must be a positive integer, got {args.d_model}")
     sizes = {"d_model": args.d_model} if args.d_model else {}
     out = Path(args.out or f"runs/seq2seq-{task.name}")
     every = max(1, cfg.steps // 10)
@@ -88,14 +105,12 @@ def train(args: argparse.Namespace) -> int:
 
 
 def translate(args: argparse.Namespace) -> int:
-    from ..errors import GlassError
     from ..seq2seq import plots
     from ..seq2seq.checkpoint import load_run
     from ..seq2seq.decode import beam_search, greedy
 
-    if args.beam < 1:
-        raise GlassError(f"--beam must be at least 1, got {args.beam}")
-    run = load_run(args.run, expect="seq2seq")
+    set_threads(args)
+    run = load_run(args.model, expect="seq2seq")
     model, task, tv = run.model, run.task, run.task.tgt_vocab
     src = task.encode_sources(args.text)  # checks every input before any output
     for i, text in enumerate(args.text):
@@ -124,7 +139,8 @@ def classify(args: argparse.Namespace) -> int:
     from ..seq2seq import plots
     from ..seq2seq.checkpoint import load_run
 
-    run = load_run(args.run, expect="pooling")
+    set_threads(args)
+    run = load_run(args.model, expect="pooling")
     run.task.encode_sources(args.text)  # checks every input before any output
     for i, text in enumerate(args.text):
         v = plots.query_view(run.model, run.task, text)

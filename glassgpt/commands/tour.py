@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from .common import UsageError, command, positive, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tour", help="walk through the seed's claims (G1–G12, T1–T16) on real models")
+    p = command(sub, "tour", "walk through the seed's claims (G1–G12, T1–T16) on real models, each beside its control",
+                ["glassgpt tour", "glassgpt tour --only G9 T6 --quick --out tour-out"])
     p.add_argument("--out", default="tour-out", help="folder for the figures and tour.json (default: tour-out)")
     p.add_argument("--only", nargs="+", metavar="ID", help="just these stops, e.g. G9 T6 (or G9,T6)")
-    p.add_argument("--model", help="the pretrained model (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--model", metavar="MODEL", help="the pretrained model: a GGUF file or Hugging Face folder "
+                                                    "(default: smollm2)")
     p.add_argument("--data", help="text for the models trained during the tour (default: tinyshakespeare)")
     p.add_argument("--quick", action="store_true", help="shorter trainings (the tests' budget)")
-    p.add_argument("--steps", type=int, help="training steps of the toy model (default 400; --quick 250)")
-    p.add_argument("--max-minutes", type=float, help="a safety net: trainings stop when the tour has run this long "
-                                                     "(their stops then warn that they are under-trained)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for SmolLM2 (default 1; the small "
-                                                          "models always train on one)")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="training steps of the toy model (default 400; "
+                                                                   "--quick 250)")
+    p.add_argument("--max-minutes", type=positive, metavar="M", help="a safety net: trainings stop when the tour has "
+                                                                     "run this long (their stops then warn that they "
+                                                                     "are under-trained)")
+    g = p.add_argument_group("where it runs")
+    g.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                   help="torch CPU threads for SmolLM2 (default 1; the small models always train on one)")
     p.set_defaults(func=run)
 
 
@@ -28,13 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import GlassError
     from ..tour import FULL, QUICK, Tour, run_tour, select_stops
 
-    if args.steps is not None and args.steps <= 0:
-        raise GlassError(f"--steps must be a positive number of steps, got {args.steps}")
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise GlassError(f"--max-minutes must be positive, got {args.max_minutes}")
-    if args.threads <= 0:
-        raise GlassError(f"--threads must be positive, got {args.threads}")
-    select_stops(args.only)  # unknown ids fail before anything loads
+    try:
+        select_stops(args.only)  # unknown ids fail before anything loads
+    except GlassError as e:
+        raise UsageError(str(e)) from None
     import torch
 
     torch.set_num_threads(args.threads)

