@@ -36,6 +36,7 @@ import torch
 from .errors import GlassError
 from .fetch import cache_dir  # noqa: F401 — one cache for data and models
 from .io import read_json, write_atomic, write_json
+from .progress import status
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -308,8 +309,10 @@ def prepare(source: str | Path | Corpus, out: str | Path | None = None, tokenize
             return out
     cut = int(len(corpus.text) * (1 - val_fraction))  # validation = the last val_fraction of the text
     train_text, val_text = corpus.text[:cut], corpus.text[cut:]
-    tok = given or build_tokenizer(tokenizer, train_text, corpus.text)
-    train_ids, val_ids = encode(tok, train_text), encode(tok, val_text)
+    with status(f"building the {tokenizer} tokenizer on {len(train_text):,} characters"):
+        tok = given or build_tokenizer(tokenizer, train_text, corpus.text)
+    with status(f"tokenizing {len(corpus.text):,} characters"):
+        train_ids, val_ids = encode(tok, train_text), encode(tok, val_text)
     out.mkdir(parents=True, exist_ok=True)
     tok_file = tok.save(out)
     write_atomic(out / "train.bin", train_ids.tobytes())

@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager
 
 LOG_EVERY_S = 5.0  # a plain line at most this often when stderr is not a terminal
+QUIET_UNDER_S = 1.0  # in a log, steps quicker than this say nothing
 
 
 def _quiet() -> bool:
@@ -37,7 +38,8 @@ def say(message: str) -> None:
 
 
 class _Lines:
-    """tqdm's update/close for a log: `desc: 40% (39/98 MB)` every LOG_EVERY_S seconds, and once at the end."""
+    """tqdm's update/close for a log: `desc: 40% (39/98 MB)` every LOG_EVERY_S seconds, and once at the end
+    if the step took QUIET_UNDER_S or more (quick steps leave scripts' stderr clean)."""
 
     def __init__(self, desc: str, total: float | None, unit: str, scale: float, unit_name: str):
         self.desc, self.total, self.unit, self.scale, self.unit_name = desc, total, unit, scale, unit_name
@@ -62,7 +64,9 @@ class _Lines:
         pass
 
     def close(self) -> None:
-        say(f"{self._line()}, {time.monotonic() - self.t0:.1f} s")
+        took = time.monotonic() - self.t0
+        if took >= QUIET_UNDER_S:
+            say(f"{self._line()}, {took:.1f} s")
 
 
 class _Nothing:
@@ -93,12 +97,12 @@ def progress(desc: str, total: float | None = None, unit: str = "it", in_bytes: 
         yield bar
     finally:
         bar.close()
-        if on_terminal() and not _quiet():  # the bar vanishes (leave=False); one line stays
-            say(f"{desc}: done in {time.monotonic() - t0:.1f} s")
+        if on_terminal() and not _quiet() and time.monotonic() - t0 >= QUIET_UNDER_S:  # the bar vanishes
+            say(f"{desc}: done in {time.monotonic() - t0:.1f} s")  # (leave=False); one line stays
 
 
 @contextmanager
-def status(desc: str, quiet_under_s: float = 1.0):
+def status(desc: str, quiet_under_s: float = QUIET_UNDER_S):
     """A step of unknown length: `desc …` before it, `desc: done in 1.2 s` after it. On a terminal at once;
     in a log only once the step has taken quiet_under_s, so quick steps leave scripts' stderr clean."""
     t0 = time.monotonic()

@@ -406,17 +406,17 @@ def test_the_default_model_answers_paris():
 # ----------------------------------------------------------------------------- the command
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--port", "0"], "--port"),
-    (["--port", "70000"], "--port"),
-    (["--runs", "/no/such/folder"], "--runs"),
-    (["--model", "/no/such/model.gguf"], "does not exist"),
-    (["--max-generations", "0"], "--max-generations"),
+@pytest.mark.parametrize("args, words, code", [  # 2: called wrongly; 1: failed while running
+    (["--port", "0"], "--port", 2),
+    (["--port", "70000"], "--port", 2),
+    (["--runs", "/no/such/folder"], "--runs", 2),
+    (["--model", "/no/such/model.gguf"], "does not exist", 1),
+    (["--max-generations", "0"], "--max-generations", 2),
 ])
-def test_serve_rejects_bad_arguments_in_one_line(capsys, args, words):
+def test_serve_rejects_bad_arguments_in_one_line(capsys, args, words, code):
     from glassgpt.cli import main
 
-    assert main(["serve", *args]) == 2
+    assert main(["serve", *args]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
 

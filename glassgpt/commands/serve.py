@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.runs is not None and not Path(args.runs).expanduser().is_dir():
         raise UsageError(f"--runs: {args.runs} is not a folder")
+    if args.model not in (None, "smollm2", "default") and not Path(args.model).expanduser().exists():
+        raise GlassError(f"--model: {args.model} does not exist")
     listening = check_port_free(args.host, args.port)  # before the slow part: loading the model
     listening.close()
     if args.model is None:

@@ -360,6 +360,7 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
     dtype: the weights' dtype as they are dequantised (float16 keeps the peak memory low; see glassgpt.fast).
     """
     from ..load import Loaded
+    from ..progress import progress
 
     path = Path(path)
     reader = read_gguf(path)
@@ -377,11 +378,13 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
     if unknown:
         raise CheckpointError(f"{path}: tensor {unknown[0]} is not part of the {arch} architecture glassgpt "
                               f"loads ({len(unknown)} such tensor(s))")
-    def read(t):  # matrices in dtype; norm weights (1-D) stay float32
-        x = dequantize(t, path)
-        return x.to(dtype) if x.dim() == 2 else x
+    with progress(f"dequantising {path.name}", total=len(raw), unit="tensor") as bar:
+        def read(t):  # matrices in dtype; norm weights (1-D) stay float32
+            x = dequantize(t, path)
+            bar.update(1)
+            return x.to(dtype) if x.dim() == 2 else x
 
-    sd = from_gguf_tensors(raw, cfg, read=read)
+        sd = from_gguf_tensors(raw, cfg, read=read)
     model = empty_model(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))

@@ -47,9 +47,9 @@ def select_stops(only: list[str] | None) -> list[tuple[str, Callable[[Tour], dic
 def run_tour(tour: Tour, only: list[str] | None = None) -> dict:
     stops = select_stops(only)
     tour.out.mkdir(parents=True, exist_ok=True)
-    for sid, fn in stops:
+    for i, (sid, fn) in enumerate(stops, 1):
         claim = (fn.__doc__ or "").strip().splitlines()[0]
-        tour.log(f"\n{sid}  {claim}")
+        tour.log(f"\n{sid}  {claim}  [{i}/{len(stops)}]")
         t0, c0 = time.perf_counter(), time.process_time()
         tour.warnings = []
         with torch.no_grad():  # stops that train turn gradients back on themselves
