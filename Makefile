@@ -31,7 +31,8 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
 	    SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); echo "installing Debian's chromium for the browser tests (apt-get)"; \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	      && command -v chromium >/dev/null || { echo "make: apt-get could not install chromium (see above)" >&2; exit 1; }; \
 	  else \
 	    echo "make: the explorer's browser tests need chromium: install it (Debian/Ubuntu: sudo apt-get install chromium) and run make again" >&2; exit 1; \
 	  fi; }

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from contextlib import contextmanager
 
 LOG_EVERY_S = 5.0  # a plain line at most this often when stderr is not a terminal
-QUIET_UNDER_S = 1.0  # in a log, steps quicker than this say nothing
+QUIET_UNDER_S = 3.0  # in a log, steps quicker than this say nothing
 
 
 def _quiet() -> bool:
@@ -97,32 +96,18 @@ def progress(desc: str, total: float | None = None, unit: str = "it", in_bytes: 
         yield bar
     finally:
         bar.close()
-        if on_terminal() and not _quiet() and time.monotonic() - t0 >= QUIET_UNDER_S:  # the bar vanishes
-            say(f"{desc}: done in {time.monotonic() - t0:.1f} s")  # (leave=False); one line stays
+        if on_terminal() and not _quiet() and time.monotonic() - t0 >= 1.0:  # the bar vanishes (leave=False);
+            say(f"{desc}: done in {time.monotonic() - t0:.1f} s")  # one line stays
 
 
 @contextmanager
-def status(desc: str, quiet_under_s: float = QUIET_UNDER_S):
-    """A step of unknown length: `desc …` before it, `desc: done in 1.2 s` after it. On a terminal at once;
-    in a log only once the step has taken quiet_under_s, so quick steps leave scripts' stderr clean."""
+def status(desc: str):
+    """A step of unknown length. On a terminal: `desc …` before it and `desc: done in 1.2 s` after it; in a log,
+    one line after it, and only if it took QUIET_UNDER_S or more (scripts' stderr stays clean)."""
     t0 = time.monotonic()
-    started = threading.Event()
-
-    def start() -> None:
-        started.set()
-        say(f"{desc} …")
-
-    timer = None
     if on_terminal():
-        start()
-    else:
-        timer = threading.Timer(quiet_under_s, start)
-        timer.daemon = True
-        timer.start()
-    try:
-        yield
-    finally:
-        if timer is not None:
-            timer.cancel()
-    if started.is_set():
-        say(f"{desc}: done in {time.monotonic() - t0:.1f} s")
+        say(f"{desc} …")
+    yield
+    took = time.monotonic() - t0
+    if on_terminal() or took >= QUIET_UNDER_S:
+        say(f"{desc}: done in {took:.1f} s")

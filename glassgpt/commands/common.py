@@ -102,7 +102,7 @@ MODEL_HELP = "a run folder, a GGUF file, a Hugging Face folder, or smollm2 (defa
 
 def add_model_args(p: argparse.ArgumentParser, aliases: tuple[str, ...] = (), required: bool = False,
                    help: str = MODEL_HELP, weights: bool = False, device: bool = True) -> None:
-    p.add_argument("--model", *aliases, required=required, help=help)
+    p.add_argument("--model", *aliases, required=required, metavar="MODEL", help=help)
     if weights:
         p.add_argument("--weights", choices=WEIGHT_MODES, default=DEFAULT_WEIGHTS,
                        help=f"how the layers' weight matrices are stored for decoding (default {DEFAULT_WEIGHTS}; "
@@ -115,21 +115,21 @@ def add_runtime_args(p: argparse.ArgumentParser, device: bool = True) -> None:
     if device:
         g.add_argument("--device", choices=DEVICES, default="auto",
                        help="cpu, cuda or mps (default auto: cuda if present, else cpu)")
-    g.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.2,
                       top_p: float | None = 0.9) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--max-new-tokens", type=non_negative_int, default=max_new_tokens,
+    g.add_argument("--max-new-tokens", type=non_negative_int, metavar="N", default=max_new_tokens,
                    help=f"at most this many new tokens (default {max_new_tokens})")
-    g.add_argument("--temperature", type=non_negative, default=temperature, help=f"0 = greedy (default {temperature:g})")
-    g.add_argument("--top-k", type=positive_int, default=None, help="keep the k most likely tokens")
-    g.add_argument("--top-p", type=probability, default=top_p,
+    g.add_argument("--temperature", type=non_negative, metavar="T", default=temperature, help=f"0 = greedy (default {temperature:g})")
+    g.add_argument("--top-k", type=positive_int, metavar="K", default=None, help="keep the k most likely tokens")
+    g.add_argument("--top-p", type=probability, metavar="P", default=top_p,
                    help="nucleus: keep the top tokens up to this mass" + (f" (default {top_p:g}; 1 = off)" if top_p else ""))
-    g.add_argument("--min-p", type=fraction, default=None, help="keep tokens ≥ min-p × the top probability")
-    g.add_argument("--repetition-penalty", type=positive, default=1.0, help="> 1 discourages repeats (default 1)")
-    g.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+    g.add_argument("--min-p", type=fraction, metavar="P", default=None, help="keep tokens ≥ min-p × the top probability")
+    g.add_argument("--repetition-penalty", type=positive, metavar="R", default=1.0, help="> 1 discourages repeats (default 1)")
+    g.add_argument("--seed", type=int, metavar="N", default=None, help="make sampling repeatable")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this string (repeatable)")
 
 
