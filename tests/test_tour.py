@@ -213,7 +213,7 @@ def test_unknown_stop_is_one_line(capsys):
 def test_bad_budget_is_one_line(capsys):
     assert main(["tour", "--steps", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--steps must be a positive number of steps" in err and len(err.strip().splitlines()) == 1
+    assert "--steps: expected a positive integer, got '0'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_ngram_baselines_by_hand():
