@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _WHERE = {  # public name → the module that defines it
-    "ModelConfig": "config", "preset": "config",
+    "ModelConfig": "config", "preset": "config", "PretrainedGPT": "pretrained",
     **{name: "model" for name in ("GPT", "Attention", "Block", "Embedding", "KVCache", "LearnedQueries", "MLP",
                                   "RoPE", "Unembedding", "softmax_with_temperature")},
 }

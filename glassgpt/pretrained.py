@@ -1,6 +1,6 @@
 """transformers-style doors for people used to it: `from_pretrained`, `save_pretrained`, `generate`.
 
-    from glassgpt.pretrained import PretrainedGPT
+    from glassgpt import PretrainedGPT
 
     model = PretrainedGPT.from_pretrained("smollm2")      # or a GGUF, a Hugging Face folder, a run folder
     model.generate("The capital of France is", max_new_tokens=8, temperature=0)   # → ' Paris. …'
