@@ -145,7 +145,7 @@ def _pre_tokenizer_name(pre: dict | None) -> str:
         return p and p.get("type") == "ByteLevel" and p.get("use_regex", True) and not p.get("add_prefix_space")
 
     if is_byte_level(pre):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's spelling (it refuses "gpt2")
     if pre and pre.get("type") == "Sequence":
         parts = pre.get("pretokenizers") or []
         if len(parts) == 2 and parts[0].get("type") == "Digits" and parts[0].get("individual_digits") \
