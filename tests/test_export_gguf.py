@@ -14,6 +14,7 @@ from glassgpt.errors import CheckpointError
 from glassgpt.load import Loaded, load_model
 from glassgpt.model import GPT
 from glassgpt.tokenizer import BPETokenizer, CharTokenizer
+from glassgpt.train_config import bundled_configs, make_config
 from gguf_synth import TEMPLATE, tiny_model, write_gguf
 
 TEXT = "To be, or not to be, that is the question: 1234 whether 'tis nobler in the mind to suffer. " * 20
@@ -132,28 +133,14 @@ def test_what_gguf_cannot_hold_is_refused_in_one_line(tmp_path, bpe, capsys):
 # ----------------------------------------------------------------------------- every bundled recipe exports
 
 
-def _train_config_module():
-    try:
-        from glassgpt import train_config
-        return train_config
-    except ImportError:
-        from glassgpt import train
-        return train
-
-
-def _recipes():
-    return _train_config_module().bundled_configs()
-
-
-@pytest.mark.parametrize("recipe", _recipes())
+@pytest.mark.parametrize("recipe", bundled_configs())
 def test_every_bundled_recipe_exports_to_a_folder_transformers_loads(tmp_path, recipe):
     """The recipe's architecture (positions, norm, MLP, biases, heads, tying) at a test's size, random weights."""
     from transformers import AutoModelForCausalLM
 
     from glassgpt.commands.export import export_hf
 
-    T = _train_config_module()
-    cfg = T.make_config(recipe).model_config(65)
+    cfg = make_config(recipe).model_config(65)
     small = cfg.replace(n_layers=2, d_model=8 * cfg.n_heads, d_mlp=32 * cfg.n_heads, n_ctx=min(cfg.n_ctx, 64),
                         dropout=0.0)
     chars = CharTokenizer([chr(32 + i) for i in range(65)])
