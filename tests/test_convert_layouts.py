@@ -59,6 +59,8 @@ def test_gpt2_in_the_hubs_own_layout_loads_like_transformers(tmp_path, tokenizer
     hf = _randomise(GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=64, n_embd=64, n_layer=2, n_head=4)))
     bare = {k.removeprefix("transformer."): v.contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"}
     assert "wte.weight" in bare and "h.1.attn.c_attn.weight" in bare
+    for i in range(2):  # the Hub's file also carries each layer's causal-mask buffer: not a weight
+        bare[f"h.{i}.attn.bias"] = torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64)
     save_file(bare, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     (tmp_path / "config.json").write_text(json.dumps(hf.config.to_dict()))
     vocab, merges = tokenizer.tok.model.save(str(tmp_path))  # GPT-2's tokenizer files
