@@ -170,8 +170,9 @@ def read_records(run_dir: str | Path) -> list[dict]:
     return records
 
 
-def qk_figure(records: list[dict]):
-    """Each recorded quantity over training, one line per layer (mean over its heads)."""
+def qk_figure(records: list[dict], control: list[dict] | None = None, control_label: str = "control"):
+    """Each recorded quantity over training, one line per layer (mean over its heads); a control run's
+    records (e.g. the same model trained on shuffled text), if given, as dashed grey lines."""
     from matplotlib.figure import Figure
 
     keys = [k for k in RECORD_KEYS if k in records[0]]
@@ -185,6 +186,10 @@ def qk_figure(records: list[dict]):
         for layer in range(L):
             ys = [sum(r[key][layer]) / len(r[key][layer]) for r in records]
             ax.plot(steps, ys, marker="." if len(steps) < 30 else None, label=f"layer {layer}")
+            if control and key in control[0]:
+                cs = [sum(r[key][layer]) / len(r[key][layer]) for r in control]
+                ax.plot([r["step"] for r in control], cs, color="grey", ls="--", lw=1,
+                        label=f"{control_label}, layer {layer}")
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("step")
     if L <= 12:

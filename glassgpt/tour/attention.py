@@ -420,8 +420,7 @@ def t14(t: Tour) -> dict:
                   "the heads specialised on the text's order (previous-token heads appear); trained on shuffled "
                   "characters the same weights grow but no such role forms",
                   "no previous-token specialisation beyond the controls in this budget"))
-    t.figure(qk_figure(toy.qk), "t14_qk.png")
-    t.figure(qk_figure(shuffled.qk), "t14_qk_shuffled.png")
+    t.figure(qk_figure(toy.qk, shuffled.qk, "shuffled text"), "t14_qk.png")
     return facts
 
 
