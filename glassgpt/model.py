@@ -2,11 +2,18 @@
 
     tokens → Embedding → (Attention → MLP) × n_layers → Unembedding → logits
 
+    x = W_E[tokens] (+ W_pos)                                    Embedding       (B, T, d_model)
+    for each block:
+        x = x + Attention(norm(x))    softmax(q·kᵀ/√d_head)·v·W_O   the residual stream, written to
+        x = x + MLP(norm(x))          GELU(x·W_up)·W_down           by every layer (T7)
+    logits = norm(x)·W_U                                         Unembedding     (B, T, d_vocab)
+
 Weights are named like the maths (W_E, W_Q, W_K, W_V, W_O, W_up, W_down, W_U) and
 activations like the seed (q, k, v, scores, pattern, z, resid), never the other way
-round (T9). Every activation passes a `Hook` so it can be read or replaced; with no
-hook attached the forward pass takes the fused attention kernel and costs nothing extra.
-Dimension names are listed in `glassgpt.config`.
+round (T9). Every activation passes a `Hook` so it can be read or replaced. Dimension names
+are listed in `glassgpt.config`. Nothing here is about speed: the KV cache lives in
+`glassgpt.kv_cache`, weights stored for fast decoding in `glassgpt.fast`; the one fused kernel
+(attention without materialising the pattern) is marked as the alternative it is.
 """
 
 from __future__ import annotations
@@ -21,6 +28,14 @@ from torch import nn
 from .config import ModelConfig
 from .errors import ContextLengthError, GlassError
 from .hooks import ActivationCache, Hook, HookedModel, HookFn, name_hooks
+from .kv_cache import KVCache, LayerKV
+
+
+def project(x: torch.Tensor, W: torch.Tensor | nn.Module, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x·W + b: every weight multiplication in the model. W is a (d_in, d_out) parameter, or — once
+    glassgpt.fast has stored the weights for fast decoding — a module of the same name that computes x·W."""
+    y = W(x) if isinstance(W, nn.Module) else x @ W
+    return y if b is None else y + b
 
 
 # ----------------------------------------------------------------------------- norms
@@ -100,66 +115,27 @@ class RoPE(nn.Module):
 # ----------------------------------------------------------------------------- attention
 
 
-class LayerKV:
-    """One attention layer's cached keys and values: (B, n_kv_heads, tokens so far, d_head).
+def attention_mask(T: int, S: int, causal: bool, key_mask: torch.Tensor | None = None,
+                   device=None) -> torch.Tensor | None:
+    """Which keys each query may look at: boolean (B or 1, 1, T, S), True where it may; None where all may.
 
-    The buffers grow by doubling, so each generated token costs one small write, not a copy
-    of everything cached so far.
+    causal (T6): query i is the token at position S - T + i (a cache holds the S - T before it) and
+        sees keys 0..S - T + i; a single query (the newest token) sees them all.
+    key_mask: (B, S), False for padding keys. A padding query still sees itself under a causal mask,
+        or its softmax row would be all -inf (NaN).
     """
-
-    def __init__(self) -> None:
-        self._k: torch.Tensor | None = None
-        self._v: torch.Tensor | None = None
-        self.length = 0
-
-    @property
-    def k(self) -> torch.Tensor | None:
-        return None if self._k is None else self._k[:, :, : self.length]
-
-    @property
-    def v(self) -> torch.Tensor | None:
-        return None if self._v is None else self._v[:, :, : self.length]
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, H, n, d = k.shape
-        end = self.length + n
-        if self._k is None or end > self._k.shape[2]:
-            capacity = max(end, 64 if self._k is None else 2 * self._k.shape[2])
-            grown_k = k.new_empty(B, H, capacity, d)
-            grown_v = v.new_empty(B, H, capacity, d)
-            if self._k is not None:
-                grown_k[:, :, : self.length] = self.k
-                grown_v[:, :, : self.length] = self.v
-            self._k, self._v = grown_k, grown_v
-        self._k[:, :, self.length : end] = k
-        self._v[:, :, self.length : end] = v
-        self.length = end
-        return self.k, self.v
-
-    def set(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store keys and values computed once (cross-attention over an encoded source)."""
-        self._k, self._v, self.length = k, v, k.shape[2]
-        return k, v
-
-    def select(self, rows: torch.Tensor) -> None:
-        if self._k is not None:
-            self._k, self._v = self._k[rows], self._v[rows]
-
-
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far (generation: prefill, then one token a step)."""
-
-    def __init__(self, n_layers: int) -> None:
-        self.layers = [LayerKV() for _ in range(n_layers)]
-
-    @property
-    def length(self) -> int:
-        return self.layers[0].length
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only some batch rows (beam search, finished sequences)."""
-        for layer in self.layers:
-            layer.select(rows)
+    mask = None
+    if causal and T > 1:
+        i = torch.arange(T, device=device).unsqueeze(1) + (S - T)  # (T, 1): each query's position
+        j = torch.arange(S, device=device).unsqueeze(0)  # (1, S): each key's position
+        mask = (j <= i).view(1, 1, T, S)
+    if key_mask is not None:
+        keys = key_mask[:, None, None, :].bool()  # (B, 1, 1, S)
+        mask = keys if mask is None else mask & keys
+        if causal:
+            mask = mask.clone()
+            mask[..., torch.arange(T), torch.arange(S - T, S)] = True  # (B, 1, T, S)
+    return mask
 
 
 class Attention(nn.Module):
@@ -167,9 +143,8 @@ class Attention(nn.Module):
 
     Queries come from `x`; keys and values come from `context` when given (cross-attention,
     T5) and from `x` otherwise (self-attention). `causal` applies the mask of T6.
-    Two paths compute the same thing: the fused kernel (scaled_dot_product_attention) by
-    default, and the explicit one, which materialises `scores` and `pattern` whenever a
-    hook asks for them or `explicit` is set.
+    `attend` is the maths, step by step. `attend_fused` computes the same in one kernel without
+    materialising `scores` and `pattern`; it runs whenever no hook asks for them and `explicit` is off.
     """
 
     def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False, rope: "RoPE | None" = None):
@@ -177,7 +152,7 @@ class Attention(nn.Module):
         H, H_kv, d_head, D = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
         self.n_heads, self.n_kv_heads, self.d_head = H, H_kv, d_head
         self.causal, self.cross = causal, cross
-        self.explicit = False
+        self.explicit = False  # True: always the step-by-step path
         # Q, K, V = X·W (T9): the weights are parameters, the products are activations.
         self.W_Q = nn.Parameter(torch.empty(D, H * d_head))
         self.W_K = nn.Parameter(torch.empty(D, H_kv * d_head))
@@ -210,21 +185,21 @@ class Attention(nn.Module):
         """x: (B, T, d_model) → (B, T, d_model).
 
         context: (B, S, d_model) keys/values source for cross-attention.
-        mask: boolean (B or 1, 1, T, S), True where a query may look; None means "causal
-            from position 0" for causal attention and "everything" otherwise.
+        mask: boolean (B or 1, 1, T, S), True where a query may look (see attention_mask); None means
+            "causal" for causal attention and "everything" otherwise.
         positions: (B or 1, T) absolute positions of x's tokens (RoPE).
-        cache: this layer's keys and values from earlier calls.
+        cache: this layer's keys and values from earlier calls (glassgpt.kv_cache).
         """
         B, T, _ = x.shape
         H, H_kv, d_head = self.n_heads, self.n_kv_heads, self.d_head
-        q = _project(x, self.W_Q, self.b_Q).view(B, T, H, d_head).transpose(1, 2)  # (B, H, T, d_head)
+        q = project(x, self.W_Q, self.b_Q).view(B, T, H, d_head).transpose(1, 2)  # (B, H, T, d_head)
         if self.cross and cache is not None and cache.k is not None:
             k, v = cache.k, cache.v  # the source was encoded once; reuse its keys and values
         else:
             src = x if context is None else context
             S = src.shape[1]
-            k = _project(src, self.W_K, self.b_K).view(B, S, H_kv, d_head).transpose(1, 2)  # (B, H_kv, S, d_head)
-            v = _project(src, self.W_V, self.b_V).view(B, S, H_kv, d_head).transpose(1, 2)  # (B, H_kv, S, d_head)
+            k = project(src, self.W_K, self.b_K).view(B, S, H_kv, d_head).transpose(1, 2)  # (B, H_kv, S, d_head)
+            v = project(src, self.W_V, self.b_V).view(B, S, H_kv, d_head).transpose(1, 2)  # (B, H_kv, S, d_head)
             if self.rope is not None:
                 q, k = self.rope(q, positions), self.rope(k, positions)
             if cache is not None:
@@ -232,33 +207,24 @@ class Attention(nn.Module):
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
         if self.explicit or self.hook_scores.active or self.hook_pattern.active:
-            z = self._explicit(q, k, v, mask)
+            z = self.attend(q, k, v, mask)
         else:
-            z = self._fused(q, k, v, mask)
+            z = self.attend_fused(q, k, v, mask)
         z = self.hook_z(z)  # (B, H, T, d_head)
         z = z.transpose(1, 2).reshape(B, T, H * d_head)  # (B, T, H·d_head): heads side by side
-        out = _project(z, self.W_O, self.b_O)  # (B, T, d_model): each head's "up" projection, summed
+        out = project(z, self.W_O, self.b_O)  # (B, T, d_model): each head's "up" projection, summed
         return self.hook_out(self.resid_dropout(out))
 
-    def _fused(self, q, k, v, mask):
-        T, S = q.shape[2], k.shape[2]
-        is_causal = self.causal and mask is None and T > 1
-        if is_causal and T != S:  # a causal query block that does not start at key 0 needs an explicit mask
-            mask, is_causal = causal_mask(T, S, S - T, q.device), False
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout_p if self.training else 0.0, enable_gqa=self.n_kv_heads != self.n_heads,
-        )  # (B, H, T, d_head)
-
-    def _explicit(self, q, k, v, mask):
+    def attend(self, q, k, v, mask):
+        """The maths: q (B, H, T, d_head), k and v (B, H_kv, S, d_head) → z (B, H, T, d_head)."""
         T, S = q.shape[2], k.shape[2]
         if self.n_kv_heads != self.n_heads:  # grouped-query: each key/value head serves n_heads/n_kv_heads queries
             k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, H, S, d_head)
             v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, H, T, S): how well each query matches each key
         scores = self.hook_scores(scores)
-        if mask is None and self.causal and T > 1:
-            mask = causal_mask(T, S, S - T, q.device)
+        if mask is None:
+            mask = attention_mask(T, S, self.causal, device=q.device)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))  # T6: the future is -inf before the softmax
         pattern = torch.softmax(scores, dim=-1)  # (B, H, T, S): each row sums to 1
@@ -266,6 +232,17 @@ class Attention(nn.Module):
         if self.training and self.dropout_p > 0:
             pattern = F.dropout(pattern, self.dropout_p)
         return pattern @ v  # (B, H, T, d_head): weighted sum of values
+
+    # ---- the alternative: the same as attend(), in one fused kernel (tests/test_model.py checks they agree)
+    def attend_fused(self, q, k, v, mask):
+        T, S = q.shape[2], k.shape[2]
+        is_causal = self.causal and mask is None and T > 1  # the kernel's own causal mask, for queries from key 0
+        if is_causal and T != S:  # a causal query block that does not start at key 0 needs an explicit mask
+            mask, is_causal = attention_mask(T, S, True, device=q.device), False
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout_p if self.training else 0.0, enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, H, T, d_head)
 
     # Per-head views of the weights, for inspection (T10, T16).
     def head_weights(self, h: int) -> dict[str, torch.Tensor]:
@@ -285,21 +262,6 @@ class Attention(nn.Module):
         """The bilinear form behind head h's scores (ignoring RoPE and biases): W_Q · W_Kᵀ, (d_model, d_model)."""
         w = self.head_weights(h)
         return w["W_Q"] @ w["W_K"].T
-
-
-def _project(x: torch.Tensor, W, b: torch.Tensor | None) -> torch.Tensor:
-    """x·W + b. W is a parameter (d_in, d_out), or a packed weight (glassgpt.quant) that computes x·W itself."""
-    if not isinstance(W, torch.Tensor):
-        y = W(x)
-        return y if b is None else y + b
-    return x @ W if b is None else torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
-
-
-def causal_mask(T: int, S: int, offset: int, device=None) -> torch.Tensor:
-    """(1, 1, T, S) boolean: query i (at absolute position offset + i) may look at keys 0..offset + i."""
-    i = torch.arange(T, device=device).unsqueeze(1) + offset
-    j = torch.arange(S, device=device).unsqueeze(0)
-    return (j <= i).view(1, 1, T, S)
 
 
 # ----------------------------------------------------------------------------- MLP
@@ -326,13 +288,13 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "gelu":
-            pre = self.hook_pre(_project(x, self.W_up, self.b_up))  # (B, T, d_mlp)
+            pre = self.hook_pre(project(x, self.W_up, self.b_up))  # (B, T, d_mlp)
             post = F.gelu(pre, approximate="tanh")
         else:
-            pre = self.hook_pre(_project(x, self.W_gate, self.b_gate))  # (B, T, d_mlp): the gate
-            post = F.silu(pre) * _project(x, self.W_up, self.b_up)
+            pre = self.hook_pre(project(x, self.W_gate, self.b_gate))  # (B, T, d_mlp): the gate
+            post = F.silu(pre) * project(x, self.W_up, self.b_up)
         post = self.hook_post(post)  # (B, T, d_mlp)
-        out = _project(post, self.W_down, self.b_down)  # (B, T, d_model)
+        out = project(post, self.W_down, self.b_down)  # (B, T, d_model)
         return self.hook_out(self.dropout(out))
 
 
@@ -404,10 +366,13 @@ class Unembedding(nn.Module):
         self.W_U = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
         self.hook_final_norm, self.hook_logits = Hook(), Hook()
 
+    def matrix(self, W_E: torch.Tensor) -> torch.Tensor:
+        """W_U (d_model, d_vocab): the stored one, or W_Eᵀ when tied. Models expose it as `model.W_U`."""
+        return W_E.T if self.W_U is None else self.W_U
+
     def forward(self, x: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
         x = self.hook_final_norm(self.norm(x))  # (B, T, d_model)
-        W_U = W_E.T if self.W_U is None else self.W_U  # (d_model, d_vocab)
-        return self.hook_logits(_project(x, W_U, None))  # (B, T, d_vocab)
+        return self.hook_logits(project(x, self.matrix(W_E)))  # (B, T, d_vocab)
 
 
 # ----------------------------------------------------------------------------- GPT
@@ -453,17 +418,20 @@ class GPT(HookedModel, nn.Module):
         self.check_tokens(tokens, offset)
         if positions is None:
             positions = torch.arange(offset, offset + T, device=tokens.device).unsqueeze(0)  # (1, T)
-        mask = None  # None: plain causal attention from position 0 (the fused kernel's fast case)
+        mask = None  # None: causal from key 0 for a fresh pass or a one-token step (the fused kernel's fast case)
         if key_mask is not None or (offset > 0 and T > 1):
-            mask = causal_mask(T, offset + T, offset, tokens.device)  # (1, 1, T, offset+T)
-            if key_mask is not None:
-                mask = _keep_self(mask & key_mask[:, None, None, :].bool(), offset)  # (B, 1, T, offset+T)
+            mask = attention_mask(T, offset + T, True, key_mask, tokens.device)  # (B or 1, 1, T, offset+T)
         x = self.hook_embed(self.embed(tokens, positions))  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, positions=positions, cache=None if cache is None else cache.layers[i])
         if last_only:  # generation needs only the next token's logits: skip T-1 rows of the biggest matmul
             x = x[:, -1:]
         return self.unembed(x, self.embed.W_E)
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """The unembedding (d_model, d_vocab), tied or not: logits = final_norm(x)·W_U."""
+        return self.unembed.matrix(self.embed.W_E)
 
     def check_tokens(self, tokens: torch.Tensor, offset: int = 0) -> None:
         """The context window (G11) and the vocabulary are hard limits: say so clearly."""
@@ -505,15 +473,6 @@ class GPT(HookedModel, nn.Module):
             if self.embed.W_pos is not None:
                 n -= self.embed.W_pos.numel()
         return n
-
-
-def _keep_self(mask: torch.Tensor, offset: int) -> torch.Tensor:
-    """A padding query must still see one key (itself), or its softmax row would be all -inf → NaN."""
-    T = mask.shape[-2]
-    idx = torch.arange(T, device=mask.device)
-    mask = mask.clone()
-    mask[..., idx, idx + offset] = True
-    return mask
 
 
 @torch.no_grad()

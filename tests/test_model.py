@@ -7,7 +7,8 @@ import torch
 
 from glassgpt import GPT, Attention, Block, LearnedQueries, ModelConfig, preset, softmax_with_temperature
 from glassgpt.errors import ContextLengthError
-from glassgpt.model import causal_mask
+from glassgpt.kv_cache import LayerKV
+from glassgpt.model import attention_mask
 
 V = 101
 
@@ -94,7 +95,7 @@ def test_pattern_is_a_masked_softmax_of_the_scaled_scores(kind):
     k_rep = k.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
     assert torch.allclose(scores, q @ k_rep.transpose(-1, -2) / math.sqrt(cfg.d_head), atol=1e-5)
     assert torch.isfinite(scores).all()  # the mask comes after the scores
-    above = ~causal_mask(10, 10, 0)[0, 0]
+    above = ~attention_mask(10, 10, True)[0, 0]
     assert (pattern[..., above] == 0).all()
     assert torch.allclose(pattern.sum(-1), torch.ones(2, cfg.n_heads, 10))
     masked = scores.masked_fill(above, float("-inf"))
@@ -175,10 +176,8 @@ def test_decoder_block_with_cross_attention_caches_source_keys_once():
         torch.nn.init.normal_(p, std=0.1)
     x, source = torch.randn(1, 6, cfg.d_model), torch.randn(1, 8, cfg.d_model)
     full = block(x, context=source)
-    from glassgpt.model import LayerKV
-
     self_kv, cross_kv = LayerKV(), LayerKV()
-    steps = [block(x[:, t:t + 1], mask=causal_mask(1, t + 1, t), cache=self_kv, context=source, cross_cache=cross_kv)
+    steps = [block(x[:, t:t + 1], mask=attention_mask(1, t + 1, True), cache=self_kv, context=source, cross_cache=cross_kv)
              for t in range(6)]
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     assert cross_kv.length == 8  # computed on the first step, reused after
@@ -246,8 +245,8 @@ def test_names_can_be_globs_lists_or_predicates_and_unknown_names_fail():
 def test_without_requests_the_fused_path_runs_and_asking_for_a_pattern_switches_to_explicit(monkeypatch):
     model = _model("gpt2")
     calls = []
-    original = Attention._explicit
-    monkeypatch.setattr(Attention, "_explicit", lambda self, *a: calls.append(1) or original(self, *a))
+    original = Attention.attend
+    monkeypatch.setattr(Attention, "attend", lambda self, *a: calls.append(1) or original(self, *a))
     tokens = torch.randint(0, V, (1, 6))
     model(tokens)
     model.run_with_cache(tokens, names=["blocks.0.resid_post", "blocks.1.attn.q"])

@@ -22,7 +22,8 @@ from torch import nn
 from ..config import ModelConfig, from_dict
 from ..errors import ContextLengthError, GlassError
 from ..hooks import ActivationCache, Hook, HookedModel, name_hooks
-from ..model import Block, Embedding, KVCache, Unembedding, init_weights, make_norm
+from ..kv_cache import KVCache
+from ..model import Block, Embedding, Unembedding, init_weights, make_norm
 
 
 @dataclass
