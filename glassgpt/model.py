@@ -33,7 +33,8 @@ from .kv_cache import KVCache, LayerKV
 
 def project(x: torch.Tensor, W: torch.Tensor | nn.Module, b: torch.Tensor | None = None) -> torch.Tensor:
     """x·W + b: every weight multiplication in the model. W is a (d_in, d_out) parameter, or — once
-    glassgpt.fast has stored the weights for fast decoding — a module of the same name that computes x·W."""
+    glassgpt.fast has packed the weights for decoding — a module of the same name (glassgpt.quant) that
+    computes x·W from its own copy. That swap is the whole interface between the model and speed tricks."""
     y = W(x) if isinstance(W, nn.Module) else x @ W
     return y if b is None else y + b
 
