@@ -133,24 +133,6 @@ def is_run_folder(path: str | Path) -> bool:
     return (path / TRAIN_CONFIG).is_file() and (path / CHECKPOINTS).is_dir()
 
 
-def load_run(path: str | Path):
-    """The model of a run's newest checkpoint, with the run's tokenizer, as a glassgpt.load.Loaded."""
-    from .load import Loaded
-    from .model import GPT
-    from .tokenizer import load_tokenizer
-
-    path = Path(path)
-    if not is_run_folder(path):
-        raise GlassError(f"{path}: not a glassgpt run folder (no {TRAIN_CONFIG} and {CHECKPOINTS}/)")
-    ckpt = latest_checkpoint(path, with_optimizer=False)
-    model = GPT(ckpt.model_cfg)
-    load_weights(model, ckpt.weights, ckpt.path / "model.safetensors")
-    model.eval()
-    tokenizer = load_tokenizer(path)
-    return Loaded(model, tokenizer, str(path), "run", stop_ids=[],
-                  metadata={"checkpoint": str(ckpt.path), "step": ckpt.step})
-
-
 # ----------------------------------------------------------------------------- optimizer state as safetensors + JSON
 
 

@@ -15,7 +15,7 @@ accumulated and returned in float32: a half-precision unembedding rounds logits 
 onto one value and greedy decoding then picks the wrong one of the two. It is stored
 (d_model, d_vocab) row-major, the layout whose matrix-vector product runs fastest here.
 
-`pack_model(model, mode)` converts a loaded float32 model in place. `load_gguf(path, mode)`
+`pack_model(model, mode)` converts a loaded float32 model in place. `read_gguf_packed(path, mode)`
 builds the packed model straight from a GGUF file, one tensor at a time (no transient float32
 copy of the whole model), and keeps the result in a cache of safetensors files keyed by the
 file's sha256, so a second load only maps the file into memory.
@@ -30,8 +30,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import ModelConfig
+from .convert import gguf as G
+from .convert.parts import ModelParts
 from .errors import CheckpointError, GlassError
-from .quant import FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight
+from .model import GPT
+from .progress import status
+from .quant import FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes
+from .tokenizer import BPETokenizer
 
 MODES = ("fp32", "fp16", "bf16", "int8", "int4")
 DEFAULT_MODE = "fp16"  # chat and generate: chosen from benchmarks/generate.py's numbers (README, Chat and generation)
@@ -106,8 +112,9 @@ def weights_bytes(model: nn.Module) -> int:
 # ----------------------------------------------------------------------------- from a GGUF file
 
 
-def load_gguf(path: str | Path, mode: str, cache: bool = True):
-    """A GGUF file → glassgpt.load.Loaded with its layer matrices in `mode`, through the cache when allowed.
+def read_gguf_packed(path: str | Path, mode: str, cache: bool = True) -> ModelParts:
+    """A GGUF file → its parts (glassgpt.convert.parts) with the layer matrices in `mode`, through the cache
+    when allowed; glassgpt.load.load_model makes a Loaded of them.
 
     A cache hit reads neither the GGUF's metadata nor its tensors: the safetensors file holds the
     converted weights and, in its header, the config, the tokenizer and the chat template.
@@ -117,10 +124,6 @@ def load_gguf(path: str | Path, mode: str, cache: bool = True):
     stored = cache_path(path, mode) if cache else None
     if stored is not None and stored.is_file():
         return _load_cache(stored, path, mode)
-    from .convert import gguf as G
-    from .load import Loaded
-    from .progress import status
-
     reader = G.read_gguf(path)
     try:
         meta = G.metadata(reader)
@@ -128,12 +131,12 @@ def load_gguf(path: str | Path, mode: str, cache: bool = True):
         raise CheckpointError(f"{path}: unreadable GGUF metadata ({G._first_line(e)})") from None
     cfg = G.config_from_gguf(meta, path)
     if meta.get("general.architecture") != "llama":  # (gpt2's fused QKV: the converter's own path, then packed)
-        loaded = G.load_gguf(path)
-        pack_model(loaded.model, mode)
-        loaded.metadata["weights"] = mode
+        parts = G.read_gguf_model(path)
+        pack_model(parts.model, mode)
+        parts.metadata["weights"] = mode
         if stored is not None:
-            _save_cache(loaded, stored)
-        return loaded
+            _save_cache(parts, stored)
+        return parts
     tokenizer, bos, eos = G.tokenizer_from_gguf(meta, path)
     raw = {t.name: t for t in reader.tensors}
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
@@ -145,17 +148,16 @@ def load_gguf(path: str | Path, mode: str, cache: bool = True):
     types = sorted({t.tensor_type.name for t in reader.tensors})
     info = {"architecture": meta.get("general.architecture"), "name": meta.get("general.name"),
             "tensor_types": types, "file_type": meta.get("general.file_type"), "weights": mode}
-    loaded = Loaded(model, tokenizer, str(path), "gguf", meta.get("tokenizer.chat_template"), bos, eos,
-                    G.stop_ids_from_gguf(meta, tokenizer), info)
+    parts = ModelParts(cfg, tokenizer, model, meta.get("tokenizer.chat_template"), bos, eos,
+                       G.stop_ids_from_gguf(meta, tokenizer), info)
     if stored is not None:
-        _save_cache(loaded, stored)
-    return loaded
+        _save_cache(parts, stored)
+    return parts
 
 
 def bare_model(cfg):
     """A GPT whose weights are allocated but neither initialised nor touched (so they take no memory
     until written): cheaper than building it on the meta device, which imports half of torch."""
-    from .model import GPT
 
     class Bare(GPT):
         def init_weights(self, std: float = 0.02) -> None:
@@ -169,10 +171,6 @@ def bare_model(cfg):
 def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> None:
     """Every tensor read and stored in its final form, one at a time."""
     from gguf import GGMLQuantizationType as Q
-
-    from .convert import gguf as G
-    from .errors import CheckpointError
-    from .quant import q4_1_codes
 
     known = {theirs for _, theirs, _ in G._expand(cfg.n_layers, "llama")}
     unknown = sorted(set(raw) - known)
@@ -217,8 +215,6 @@ def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> 
 
 
 def _matrix(t, how: str, heads: dict, shape: tuple, path: Path, G) -> torch.Tensor:
-    from .errors import CheckpointError
-
     x = G.dequantize(t, path)  # one tensor in float32, numpy order
     if how[-1:] in heads:
         x = G.unpermute_rope_rows(x, heads[how[-1]])
@@ -287,11 +283,6 @@ def _load_cache(stored: Path, path: Path, mode: str):
     from safetensors import safe_open
     from tokenizers import Tokenizer as HFTokenizer
 
-    from .config import ModelConfig
-    from .errors import CheckpointError
-    from .load import Loaded
-    from .tokenizer import BPETokenizer
-
     try:
         with safe_open(str(stored), framework="pt") as f:
             header = json.loads(f.metadata()["glassgpt"])
@@ -318,5 +309,5 @@ def _load_cache(stored: Path, path: Path, mode: str):
     model.eval()
     model.weights_mode = mode
     tokenizer = BPETokenizer(tok, bos=header["bos_token"], eos=header["eos_token"])
-    return Loaded(model, tokenizer, str(path), "gguf", header["chat_template"], header["bos_token"],
-                  header["eos_token"], header["stop_ids"], header["info"])
+    return ModelParts(cfg, tokenizer, model, header["chat_template"], header["bos_token"], header["eos_token"],
+                      header["stop_ids"], header["info"])

@@ -12,9 +12,14 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import CHECKPOINTS, TRAIN_CONFIG, is_run_folder, latest_checkpoint, load_weights
+from .convert.gguf import default_gguf_path, read_gguf_model
+from .convert.hf import config_from_hf, load_hf_model, read_hf_folder
+from .convert.parts import ModelParts
 from .errors import CheckpointError, GlassError
+from .fast import pack_model, read_gguf_packed
 from .model import GPT
-from .tokenizer import Tokenizer, load_tokenizer
+from .tokenizer import BPETokenizer, Tokenizer, load_tokenizer
 
 
 @dataclass
@@ -30,6 +35,35 @@ class Loaded:
     metadata: dict = field(default_factory=dict)
 
 
+def loaded_from(parts: ModelParts, source: str | Path, kind: str) -> Loaded:
+    """A converter's parts (glassgpt.convert.parts) as a Loaded: the one place a Loaded is made from a file."""
+    return Loaded(parts.model, parts.tokenizer, str(source), kind, parts.chat_template, parts.bos_token,
+                  parts.eos_token, list(parts.stop_ids), parts.metadata)
+
+
+def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> Loaded:
+    """A GGUF file through the converter alone (no cache, no packing): the weights as the file has them."""
+    return loaded_from(read_gguf_model(path, dtype), path, "gguf")
+
+
+def load_packed_gguf(path: str | Path, weights: str = "fp32", cache: bool = True) -> Loaded:
+    """A GGUF file with its layer matrices stored for decoding (glassgpt.fast), through the converted-weights cache."""
+    return loaded_from(read_gguf_packed(path, weights, cache), path, "gguf")
+
+
+def load_run(path: str | Path) -> Loaded:
+    """The model of a glassgpt run's newest checkpoint, with the run's tokenizer."""
+    path = Path(path)
+    if not is_run_folder(path):
+        raise GlassError(f"{path}: not a glassgpt run folder (no {TRAIN_CONFIG} and {CHECKPOINTS}/)")
+    ckpt = latest_checkpoint(path, with_optimizer=False)
+    model = GPT(ckpt.model_cfg)
+    load_weights(model, ckpt.weights, ckpt.path / "model.safetensors")
+    model.eval()
+    return Loaded(model, load_tokenizer(path), str(path), "run", stop_ids=[],
+                  metadata={"checkpoint": str(ckpt.path), "step": ckpt.step})
+
+
 WEIGHTS = ("fp32", "fp16", "bf16", "int8", "int4")  # glassgpt.fast.MODES
 
 
@@ -42,9 +76,7 @@ def load_model(spec: str | Path | None = None, weights: str = "fp32") -> Loaded:
     if path.is_file():
         kind = sniff(path)
         if kind == "gguf" or path.suffix == ".gguf":  # by its magic bytes, whatever its name (ollama's blobs have none)
-            from .fast import load_gguf
-
-            return load_gguf(path, weights)  # straight into the final precision, through the converted-weights cache
+            return load_packed_gguf(path, weights)  # straight into the final precision, through the converted-weights cache
         if kind == "safetensors":
             raise GlassError(f"{path}: a safetensors file alone has no model config; pass the folder that holds it "
                              "with its config.json (Hugging Face) or model_config.json")
@@ -55,16 +87,12 @@ def load_model(spec: str | Path | None = None, weights: str = "fp32") -> Loaded:
                          "glassgpt run folder")
     loaded = _load_folder(path)
     if weights != "fp32":
-        from .fast import pack_model
-
         pack_model(loaded.model, weights)
     return loaded
 
 
 def _resolve(spec: str | Path | None) -> Path:
     if spec is None or str(spec) in ("", "smollm2", "default"):
-        from .convert.gguf import default_gguf_path
-
         spec = default_gguf_path()
     path = Path(spec).expanduser()
     if not path.exists():
@@ -76,8 +104,6 @@ def _load_folder(path: Path) -> Loaded:
     if path.is_dir() and (path / "config.json").is_file():
         return load_hf_folder(path)
     if path.is_dir():
-        from .checkpoint import is_run_folder, load_run
-
         if is_run_folder(path):
             return load_run(path)
     raise GlassError(f"{path}: not a GGUF file, a Hugging Face model folder or a glassgpt run folder")
@@ -100,8 +126,6 @@ def sniff(path: Path) -> str | bytes:
 
 
 def load_hf_folder(path: Path) -> Loaded:
-    from .convert.hf import config_from_hf, load_hf_model, read_hf_folder
-
     hf_config, sd = read_hf_folder(path)
     cfg = config_from_hf(hf_config)
     cfg = cfg.replace(name=path.name)
@@ -130,8 +154,6 @@ def hf_tokenizer(path: Path) -> Tokenizer:
         return load_tokenizer(path / "tokenizer.json")
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
         from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
-
-        from .tokenizer import BPETokenizer
 
         try:
             tok = HFTokenizer(models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt")))

@@ -9,7 +9,7 @@ import pytest
 
 from glassgpt.chat import PLAIN_TEMPLATE, Chat, render
 from glassgpt.cli import main
-from glassgpt.convert.gguf import load_gguf
+from glassgpt.load import load_gguf
 from glassgpt.errors import GlassError
 from glassgpt.generate import SampleConfig, generate
 from gguf_synth import TEMPLATE, tiny_model, write_gguf

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from glassgpt.checkpoint import (checkpoint_name, is_run_folder, latest_checkpoint, list_checkpoints, load_run,
-                                 load_weights, read_checkpoint, save_checkpoint)
+from glassgpt.checkpoint import (checkpoint_name, is_run_folder, latest_checkpoint, list_checkpoints, load_weights,
+                                 read_checkpoint, save_checkpoint)
 from glassgpt.config import preset
 from glassgpt.errors import CheckpointError
 from glassgpt.io import write_json
-from glassgpt.load import load_model
+from glassgpt.load import load_model, load_run
 from glassgpt.model import GPT
 from glassgpt.tokenizer import CharTokenizer
 from glassgpt.trainer import Trainer

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from glassgpt.cli import main
-from glassgpt.convert.gguf import load_gguf
+from glassgpt.load import load_gguf
 from glassgpt.errors import GlassError
 from glassgpt.load import load_model
 from glassgpt.tokenizer import BPETokenizer

@@ -8,7 +8,7 @@ import torch
 from glassgpt.cli import main
 from glassgpt.commands.export import char_tokenizer_json, export_hf
 from glassgpt.config import ModelConfig
-from glassgpt.convert.gguf import load_gguf
+from glassgpt.load import load_gguf
 from glassgpt.errors import CheckpointError
 from glassgpt.io import load_tensors, read_json
 from glassgpt.load import Loaded, load_model

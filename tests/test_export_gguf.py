@@ -8,7 +8,8 @@ import torch
 
 from glassgpt.cli import main
 from glassgpt.config import ModelConfig
-from glassgpt.convert.gguf import load_gguf, metadata, read_gguf
+from glassgpt.convert.gguf import metadata, read_gguf
+from glassgpt.load import load_gguf
 from glassgpt.convert.gguf_write import export_gguf
 from glassgpt.errors import CheckpointError
 from glassgpt.load import Loaded, load_model

@@ -5,7 +5,8 @@ import torch
 
 from glassgpt import GPT, preset
 from glassgpt.errors import GlassError
-from glassgpt.fast import MODES, bare_model, load_gguf, pack_model, weights_bytes
+from glassgpt.fast import MODES, bare_model, pack_model, weights_bytes
+from glassgpt.load import load_packed_gguf
 from glassgpt.generate import SampleConfig, generate_ids
 from glassgpt.load import load_model
 from glassgpt.quant import HalfWeight, Int4Weight, Int8Weight
@@ -78,8 +79,8 @@ def q4_gguf(tmp_path):
 def test_int4_from_a_q4_1_gguf_keeps_its_codes_and_the_cache_gives_the_same_model(q4_gguf, tmp_path, monkeypatch):
     path, _ = q4_gguf
     monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
-    fp32 = load_gguf(path, "fp32", cache=False)
-    first = load_gguf(path, "int4")
+    fp32 = load_packed_gguf(path, "fp32", cache=False)
+    first = load_packed_gguf(path, "int4")
     W_Q = first.model.blocks[0].attn.W_Q
     assert isinstance(W_Q, Int4Weight)
     exact = fp32.model.blocks[0].attn.W_Q  # the GGUF's Q4_1 weights, dequantised by the gguf package
@@ -89,7 +90,7 @@ def test_int4_from_a_q4_1_gguf_keeps_its_codes_and_the_cache_gives_the_same_mode
     import glassgpt.convert.gguf as G
 
     monkeypatch.setattr(G, "read_gguf", lambda p: pytest.fail("a cache hit must not read the GGUF"))
-    second = load_gguf(path, "int4")
+    second = load_packed_gguf(path, "int4")
     tokens = torch.tensor([[3, 50, 60, 70, 4, 9]])
     assert torch.equal(first.model(tokens), second.model(tokens))
     assert second.tokenizer.encode("the cat") == first.tokenizer.encode("the cat")
@@ -100,11 +101,11 @@ def test_int4_from_a_q4_1_gguf_keeps_its_codes_and_the_cache_gives_the_same_mode
 def test_the_cache_is_keyed_by_content(q4_gguf, tmp_path, monkeypatch):
     path, model = q4_gguf
     monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
-    a = load_gguf(path, "fp32")
+    a = load_packed_gguf(path, "fp32")
     with torch.no_grad():
         model.blocks[0].mlp.W_up.mul_(-1)
     write_gguf(path, model, {"blk": "Q4_1", "token_embd": "Q8_0"})  # same name, new content
-    b = load_gguf(path, "fp32")
+    b = load_packed_gguf(path, "fp32")
     assert not torch.equal(a.model.blocks[0].mlp.W_up, b.model.blocks[0].mlp.W_up)
     assert len(list((tmp_path / "cache" / "converted").glob("*.safetensors"))) == 2
 

@@ -11,6 +11,7 @@ import torch
 from glassgpt.cli import main
 from glassgpt.convert import gguf as G
 from glassgpt.errors import CheckpointError, GlassError
+from glassgpt.load import load_gguf
 from gguf_synth import TEMPLATE, tiny_model, write_gguf
 
 
@@ -25,7 +26,7 @@ def f32_file(tmp_path_factory, model):
 
 
 def test_round_trip_f32_is_exact(model, f32_file):
-    loaded = G.load_gguf(f32_file)
+    loaded = load_gguf(f32_file)
     assert loaded.kind == "gguf"
     for field in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp", "rope_theta"):
         assert getattr(loaded.model.cfg, field) == getattr(model.cfg, field), field
@@ -40,7 +41,7 @@ def test_round_trip_f32_is_exact(model, f32_file):
 
 
 def test_metadata_gives_template_and_special_tokens(f32_file):
-    loaded = G.load_gguf(f32_file)
+    loaded = load_gguf(f32_file)
     assert loaded.chat_template == TEMPLATE
     assert (loaded.bos_token, loaded.eos_token) == ("<|im_start|>", "<|im_end|>")
     assert 2 in loaded.stop_ids and 0 in loaded.stop_ids  # <|im_end|> and <|endoftext|>
@@ -89,7 +90,7 @@ def test_quantised_types_dequantise_like_gguf(tmp_path, model):
     qtypes = {"token_embd": "Q8_0", "attn_q": "Q4_1", "attn_k": "Q4_0", "ffn_": "Q8_0", "attn_v": "F16",
               "attn_output": "Q5_1"}
     path = write_gguf(tmp_path / "q.gguf", model, qtypes)
-    loaded = G.load_gguf(path)
+    loaded = load_gguf(path)
     theirs = G.to_gguf_tensors(model.state_dict(), model.cfg)
     expected = {}
     for name, t in theirs.items():
@@ -117,7 +118,7 @@ def test_transformers_reads_our_synthetic_file_the_same(f32_file, model):
 
     hf = AutoModelForCausalLM.from_pretrained(f32_file.parent, gguf_file=f32_file.name, dtype=torch.float32).eval()
     hf_tok = AutoTokenizer.from_pretrained(f32_file.parent, gguf_file=f32_file.name)
-    loaded = G.load_gguf(f32_file)
+    loaded = load_gguf(f32_file)
     x = torch.randint(0, model.cfg.d_vocab, (2, 19))
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), hf(x).logits, atol=1e-4, rtol=1e-4)
@@ -148,7 +149,7 @@ def test_truncated_gguf_is_one_line_error(tmp_path, f32_file, capsys):
         bad = tmp_path / f"cut{cut}.gguf"
         bad.write_bytes(data[:cut])
         with pytest.raises(CheckpointError, match=f"cut{cut}.gguf"):
-            G.load_gguf(bad)
+            load_gguf(bad)
         err = _cli_error(capsys, bad)
         assert f"cut{cut}.gguf" in err and ("truncated" in err or "corrupt" in err)
 

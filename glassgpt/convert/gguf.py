@@ -24,7 +24,9 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointError, GlassError
+from ..progress import progress
 from .hf import fuse_qkv, split_qkv
+from .parts import ModelParts, model_from_weights
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -341,27 +343,12 @@ def stop_ids_from_gguf(meta: dict[str, Any], tokenizer) -> list[int]:
 # ----------------------------------------------------------------------------- the whole model
 
 
-def empty_model(cfg: ModelConfig):
-    """A GPT with no weight memory yet (built on the meta device), its RoPE tables real and shared."""
-    from ..model import GPT, RoPE
-
-    with torch.device("meta"):
-        model = GPT(cfg)
-    rope = RoPE(cfg.d_head, cfg.n_ctx, cfg.rope_theta)  # one table for every layer
-    for m in model.modules():
-        if isinstance(m, RoPE):
-            m.cos, m.sin = rope.cos, rope.sin
-    return model
-
-
-def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
-    """A GGUF file of llama architecture → glassgpt.load.Loaded (model, tokenizer, chat template).
+def read_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32) -> ModelParts:
+    """A GGUF file (llama or gpt2 architecture) → its parts: config, model, tokenizer, chat template
+    (glassgpt.load.load_gguf makes a Loaded of them).
 
     dtype: the weights' dtype as they are dequantised (float16 keeps the peak memory low; see glassgpt.fast).
     """
-    from ..load import Loaded
-    from ..progress import progress
-
     path = Path(path)
     reader = read_gguf(path)
     try:
@@ -385,20 +372,10 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
             return x.to(dtype) if x.dim() == 2 else x
 
         sd = from_gguf_tensors(raw, cfg, read=read)
-    model = empty_model(cfg)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    if missing:
-        theirs = {o: t for o, t, _ in _expand(cfg.n_layers, arch)}
-        raise CheckpointError(f"{path}: {len(missing)} tensor(s) missing, e.g. {theirs.get(missing[0], missing[0])}")
-    for name, t in sd.items():
-        if tuple(t.shape) != tuple(expected[name].shape):
-            raise CheckpointError(f"{path}: tensor for {name} has shape {tuple(t.shape)}, "
-                                  f"expected {tuple(expected[name].shape)}")
-    model.load_state_dict(sd, strict=True, assign=True)
-    model.eval()
+    theirs = {o: t for o, t, _ in _expand(cfg.n_layers, arch)}
+    model = model_from_weights(cfg, sd, str(path), name_in_file=lambda ours: theirs.get(ours, ours))
     types = sorted({t.tensor_type.name for t in reader.tensors})
     info = {"architecture": meta.get("general.architecture"), "name": meta.get("general.name"),
             "tensor_types": types, "file_type": meta.get("general.file_type")}
-    return Loaded(model, tokenizer, str(path), "gguf", meta.get("tokenizer.chat_template"), bos, eos,
-                  stop_ids_from_gguf(meta, tokenizer), info)
+    return ModelParts(cfg, tokenizer, model, meta.get("tokenizer.chat_template"), bos, eos,
+                      stop_ids_from_gguf(meta, tokenizer), info)
