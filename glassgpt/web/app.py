@@ -40,7 +40,7 @@ from .api import (EmbedRequest, GenerateRequest, HeadRequest, LensRequest, Pipel
 from .limits import Limits
 from .pipeline import pipeline
 from .registry import Entry, Registry, UnknownModel
-from .schedule import Admission, Busy, release_memory
+from .schedule import Admission, Busy, bound_heap, release_memory
 from .seq2seq import Translators, translate
 
 STATIC = Path(__file__).parent / "static"
@@ -179,6 +179,7 @@ def create_app(
     translators = Translators(runs_dir)  # seq2seq runs under runs_dir: a kind of their own
     generations = Generations(limits.max_generations)
     heavy = Admission(limits.max_heavy_requests)
+    bound_heap()
     app = FastAPI(title="glassgpt explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="Watch a GPT think: tokens, the next-token distribution, attention, "
                               "the logit lens, embeddings, one token's pipeline and generation.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import GlassError
 from ..generate import SampleConfig, Sampler
 from ..inspect.common import W_U_of, check_head, check_layer
 from ..load import Loaded
@@ -55,7 +56,7 @@ def pipeline(loaded: Loaded, ids: list[int], position: int, layer: int, head: in
     cfg = model.cfg
     T = len(ids)
     if not 0 <= position < T:
-        raise_range("position", position, T)
+        raise GlassError(f"position {position} is out of range: the prompt has positions 0..{T - 1}")
     check_layer(model, layer)
     check_head(model, head)
     L, last = layer, cfg.n_layers - 1
@@ -145,9 +146,3 @@ def pipeline(loaded: Loaded, ids: list[int], position: int, layer: int, head: in
                      "kept": int((probs > 0).sum())},
         "sampled": dict(tokview.chip(tok, sampled), logit=float(logits[sampled]), prob=float(probs[sampled])),
     }
-
-
-def raise_range(what: str, value: int, n: int) -> None:
-    from ..errors import GlassError
-
-    raise GlassError(f"{what} {value} is out of range: the prompt has positions 0..{n - 1}")
