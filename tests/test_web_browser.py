@@ -258,23 +258,30 @@ def test_a_late_answer_never_overwrites_a_newer_one(page, loaded):
     # every request whose prompt says SLOW answers 1.5 s late, after the next prompt's answers
     page.evaluate("""() => {
         const real = window.fetch;
+        window.slow = { sent: 0, answered: 0 };
         window.fetch = async (url, options) => {
-            const response = await real(url, options);
-            if (options && options.body && options.body.includes("SLOW")) await new Promise(r => setTimeout(r, 1500));
-            return response;
+            const slow = options && options.body && options.body.includes("SLOW");
+            if (slow) window.slow.sent++;
+            try {
+                const response = await real(url, options);
+                if (slow) await new Promise(r => setTimeout(r, 1500));
+                return response;
+            } finally {
+                if (slow) window.slow.answered++;  // answered late, or aborted by the newer request
+            }
         };
     }""")
     page.locator("#prompt").fill("SLOW the dog is a cat")
-    page.wait_for_timeout(400)  # its requests are out
+    page.wait_for_function("window.slow.sent >= 4")  # analyze, attention, lens, pipeline: out
     page.locator("#prompt").fill("the queen")
     want = loaded.tokenizer.encode("the queen")
-    page.wait_for_timeout(2500)  # the slow answers have arrived, late
+    page.wait_for_function("window.slow.answered === window.slow.sent", timeout=120_000)  # late, but arrived
+    for panel in ["dist-panel", "pipeline-panel", "lens-panel", "attn-panel"]:
+        page.wait_for_function(f"document.querySelector('#{panel}').dataset.state === 'ready'", timeout=120_000)
     assert chip_ids(page) == want
     token_stage = page.locator("#pipeline .stage[data-stage=token] .chip .id").inner_text()
     assert int(token_stage) == want[-1]
     assert page.locator("table.lens thead th").count() == len(want) + 1
-    for panel in ["dist-panel", "pipeline-panel", "lens-panel", "attn-panel"]:
-        assert page.locator(f"#{panel}").get_attribute("data-state") == "ready"
 
 
 def test_an_error_greys_the_panel_and_says_why(page):
