@@ -46,14 +46,20 @@ def main() -> None:
     load_s = time.perf_counter() - t
     ids = llm.tokenize(TEXT.encode(), add_bos=False, special=False)
 
+    n_vocab = llm.n_vocab()
+
+    def last_argmax() -> int:  # the last evaluated token's logits, straight from the context
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+        return int(np.argmax(logits))
+
     def prefill(tokens):
         llm.reset()
         llm.eval(tokens)
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        return last_argmax()
 
     def step(token):
         llm.eval([token])
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        return last_argmax()
 
     prompt = ids[:256]
     prefill(prompt[:16])  # warm-up

@@ -298,7 +298,10 @@ def _load_cache(stored: Path, path: Path, mode: str):
         packed = classes[kind].__new__(classes[kind])
         PackedWeight.__init__(packed)
         for buf in [k[len(name) + 1:] for k in tensors if k.startswith(name + ".")]:
-            packed.register_buffer(buf, tensors.pop(f"{name}.{buf}"))
+            t = tensors.pop(f"{name}.{buf}")
+            if t.data_ptr() % 64:  # torch's packed kernels may load whole cache lines: an unaligned
+                t = t.clone()  # map crashed _weight_int8pack_mm (a copy of this one is aligned)
+            packed.register_buffer(buf, t)
         packed.restore()
         _swap(model.get_submodule(module_name), leaf, packed)
     for name, t in tensors.items():

@@ -115,3 +115,13 @@ def test_the_command_line_offers_every_mode_and_the_default():
     from glassgpt.fast import DEFAULT_MODE
 
     assert WEIGHT_MODES == MODES and DEFAULT_WEIGHTS == DEFAULT_MODE
+
+
+@pytest.mark.parametrize("mode", ["fp16", "bf16", "int8", "int4"])
+def test_every_mode_comes_back_from_the_cache_unchanged(q4_gguf, tmp_path, monkeypatch, mode):
+    """(int8 codes mapped from the file at an unaligned address once crashed torch's kernel on a prompt)"""
+    path, _ = q4_gguf
+    monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
+    first, second = load_gguf(path, mode), load_gguf(path, mode)
+    tokens = torch.randint(3, 200, (1, 40))
+    assert torch.equal(first.model(tokens), second.model(tokens))
