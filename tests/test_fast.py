@@ -122,6 +122,6 @@ def test_every_mode_comes_back_from_the_cache_unchanged(q4_gguf, tmp_path, monke
     """(int8 codes mapped from the file at an unaligned address once crashed torch's kernel on a prompt)"""
     path, _ = q4_gguf
     monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
-    first, second = load_gguf(path, mode), load_gguf(path, mode)
+    first, second = load_packed_gguf(path, mode), load_packed_gguf(path, mode)
     tokens = torch.randint(3, 200, (1, 40))
     assert torch.equal(first.model(tokens), second.model(tokens))
