@@ -142,3 +142,18 @@ def test_doctor_names_what_the_issue_asks_for(capsys):
     for key in ("glassgpt", "torch", "threads", "cpu", "device", "default model", "browser"):
         assert any(line.strip().startswith(key) for line in out.splitlines()), key
     assert "vector extensions:" in out
+
+
+def test_serve_checks_its_port_before_loading_anything(tmp_path, capsys, monkeypatch):
+    import socket
+
+    import glassgpt.web
+
+    monkeypatch.setattr(glassgpt.web, "create_app", lambda *a, **k: pytest.fail("loaded before the port check"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--model", "smollm2"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
