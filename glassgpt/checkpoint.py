@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from .config import FIELD_NAMES, ModelConfig
 from .errors import CheckpointError, GlassError
 from .io import load_tensors, read_json, save_tensors, write_json
+from .sizes import check_config
 
 CHECKPOINTS = "checkpoints"
 TRAIN_CONFIG = "train_config.json"
@@ -78,28 +79,104 @@ class Checkpoint:
 
 
 def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint:
-    """Read and verify one checkpoint folder; any problem → CheckpointError naming the file."""
+    """Read and verify one checkpoint folder; any problem → CheckpointError naming the file and the field.
+
+    Everything is checked before a tensor is allocated: state.json's fields and types, the files'
+    sha256, model_config.json's sizes against the tensor headers of model.safetensors.
+    """
     path = Path(path)
     meta = read_json(path / "state.json")
-    try:
-        step, sums = int(meta["step"]), meta["sha256"]
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{path / 'state.json'}: not a glassgpt checkpoint state (no step or sha256)") from None
+    check_state(meta, path / "state.json")
+    step, sums = meta["step"], meta["sha256"]
+    if (m := _NAME.match(path.name)) and int(m.group(1)) != step:
+        raise CheckpointError(f"{path / 'state.json'}: step is {step}, but the folder is {path.name}")
     for name in ("model.safetensors",) + (("optimizer.safetensors",) if with_optimizer else ()):
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"missing file: {file}")
         if _file_sha256(file) != sums.get(name):
             raise CheckpointError(f"{file}: corrupt or truncated (its sha256 does not match state.json)")
-    try:
-        model_cfg = ModelConfig.from_dict(read_json(path / "model_config.json"))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path / 'model_config.json'}: {e}") from None
+    config = read_json(path / "model_config.json")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path / 'model_config.json'}: not a JSON object")
+    model_cfg = check_config(lambda: ModelConfig.from_dict(config), {f: f for f in FIELD_NAMES},
+                             path / "model_config.json")
+    check_weight_shapes(model_cfg, path / "model.safetensors", path / "model_config.json")
     weights = load_tensors(path / "model.safetensors")
-    state = {"step": step, "data": meta.get("data", {}), "rng": meta.get("rng")}
+    state = {"step": step, "data": meta["data"], "rng": meta["rng"]}
     if with_optimizer:
         state["optimizer"] = _unflatten_optimizer(load_tensors(path / "optimizer.safetensors"), meta["optimizer"])
     return Checkpoint(path, step, model_cfg, weights, state)
+
+
+def check_state(meta, source: Path) -> None:
+    """state.json's fields, each of the right type and range, before anything is resumed from it."""
+    from .trainer import parse_rng_state
+
+    def bad(field: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{source}: {field} {why}")
+
+    if not isinstance(meta, dict):
+        raise bad("the file", "is not a JSON object")
+    for key in ("step", "sha256", "data", "rng", "optimizer"):
+        if key not in meta:
+            raise bad(key, "is missing (not a glassgpt checkpoint state)")
+    if not _count(meta["step"]):
+        raise bad("step", f"must be a non-negative integer, got {meta['step']!r}")
+    if not isinstance(meta["sha256"], dict) or not all(isinstance(v, str) for v in meta["sha256"].values()):
+        raise bad("sha256", "must map file names to hex digests")
+    data = meta["data"]
+    if not isinstance(data, dict) or not _count(data.get("position")):
+        raise bad("data.position", f"must be a non-negative integer, got "
+                                   f"{data.get('position') if isinstance(data, dict) else data!r}")
+    for key in ("seed", "global_batch"):
+        if key in data and not _count(data[key]):
+            raise bad(f"data.{key}", f"must be a non-negative integer, got {data[key]!r}")
+    try:
+        parse_rng_state(meta["rng"])
+    except (GlassError, ValueError, TypeError, KeyError) as e:
+        raise bad("rng", f"is not a saved random state ({str(e).strip()[:120] or type(e).__name__})") from None
+    opt = meta["optimizer"]
+    if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) or \
+            not all(isinstance(g, dict) for g in opt["param_groups"]) or not isinstance(opt.get("scalars", {}), dict):
+        raise bad("optimizer", "must hold param_groups (a list of objects) and scalars (an object)")
+    for i, group in enumerate(opt["param_groups"]):
+        for key in ("lr", "weight_decay", "eps"):
+            if key in group and not _finite(group[key]):
+                raise bad(f"optimizer.param_groups[{i}].{key}", f"must be a finite number, got {group[key]!r}")
+        betas = group.get("betas", [0.9, 0.99])
+        if not (isinstance(betas, list) and len(betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in betas)):
+            raise bad(f"optimizer.param_groups[{i}].betas", f"must be two numbers in [0, 1), got {betas!r}")
+    for name, value in opt.get("scalars", {}).items():
+        idx, _, key = name.partition(".")
+        if not (idx.isdigit() and key) or not _finite(value):
+            raise bad(f"optimizer.scalars[{name!r}]", f"must be a finite number under 'INDEX.key', got {value!r}")
+
+
+def check_weight_shapes(cfg: ModelConfig, weights: Path, config_file: Path) -> None:
+    """model_config.json's sizes against the tensor headers of model.safetensors (nothing is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    from .sizes import check_blocks, check_shapes
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({str(e).splitlines()[0][:160]})") from None
+    labels = {f: f"{config_file.name}:{f}" for f in FIELD_NAMES}
+    check_blocks(cfg.n_layers, list(shapes), r"^blocks\.(\d+)\.", labels["n_layers"], weights)
+    check_shapes(cfg, {k: (k, s) for k, s in shapes.items()}, labels, weights)
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _finite(x) -> bool:
+    import math
+
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def latest_checkpoint(run_dir: str | Path, latest_good: bool = False, with_optimizer: bool = True,

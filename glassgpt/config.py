@@ -18,12 +18,34 @@ Glossary of dimension names, used everywhere in glassgpt:
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 POSITIONS = ("learned", "rope")
+# The largest size of each kind glassgpt builds: far above any model it runs (SmolLM2: n_ctx 8192, GPT-2:
+# d_vocab 50257), far below what a file may claim to exhaust memory (a context of 2³¹ tokens asks for a
+# RoPE table of gigabytes before the first token is read).
+LIMITS = {"d_vocab": 1 << 22, "n_ctx": 1 << 20, "d_model": 1 << 16, "n_layers": 1 << 10, "n_heads": 1 << 10,
+          "n_kv_heads": 1 << 10, "d_mlp": 1 << 18}
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
+
+
+class ConfigFieldError(ValueError):
+    """An impossible ModelConfig field. `field` names it, so a file's reader can say it in the file's own words."""
+
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message  # message uses bare field names: "n_heads must be ..."
+        super().__init__(self.named({}))
+
+    def named(self, labels: dict[str, str]) -> str:
+        """The message with each field name replaced by labels[name] (default: ModelConfig.name)."""
+        def label(m: re.Match) -> str:
+            return labels.get(m.group(0), f"ModelConfig.{m.group(0)}")
+
+        return re.sub(r"\b(" + "|".join(FIELD_NAMES) + r")\b", label, self.message)
 
 
 @dataclass
@@ -58,32 +80,36 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     def validate(self) -> None:
+        """Every field possible and within LIMITS; a ConfigFieldError names the first that is not."""
         for name in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"ModelConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"ModelConfig.n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
-            )
+                raise ConfigFieldError(name, f"{name} must be a positive integer, got {value!r}")
+            if value > LIMITS[name]:
+                raise ConfigFieldError(name, f"{name} is {value:,}, more than glassgpt allows ({LIMITS[name]:,})")
+        if self.n_heads > self.d_model or self.d_model % self.n_heads:
+            raise ConfigFieldError("n_heads", f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_kv_heads > self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ConfigFieldError("n_kv_heads", f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads "
+                                                 f"({self.n_kv_heads})")
         if self.positions not in POSITIONS:
-            raise ValueError(f"ModelConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
+            raise ConfigFieldError("positions", f"positions must be one of {POSITIONS}, got {self.positions!r}")
         if self.positions == "rope" and self.d_head % 2:
-            raise ValueError(f"ModelConfig.d_model / n_heads must be even for RoPE, got d_head={self.d_head}")
+            raise ConfigFieldError("n_heads", f"d_model / n_heads must be even for RoPE, got {self.d_model} / "
+                                              f"{self.n_heads} = {self.d_head}")
         if self.norm not in NORMS:
-            raise ValueError(f"ModelConfig.norm must be one of {NORMS}, got {self.norm!r}")
+            raise ConfigFieldError("norm", f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.mlp not in MLPS:
-            raise ValueError(f"ModelConfig.mlp must be one of {MLPS}, got {self.mlp!r}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"ModelConfig.rope_theta must be positive, got {self.rope_theta!r}")
-        if not self.norm_eps > 0:
-            raise ValueError(f"ModelConfig.norm_eps must be positive, got {self.norm_eps!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
+            raise ConfigFieldError("mlp", f"mlp must be one of {MLPS}, got {self.mlp!r}")
+        for name in ("rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ConfigFieldError(name, f"{name} must be a positive finite number, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigFieldError("dropout", f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("attn_bias", "mlp_bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigFieldError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,6 +120,9 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ModelConfig))
 
 
 def from_dict(cls: type, data: dict[str, Any], error: type[Exception] = ValueError) -> Any:

@@ -14,7 +14,7 @@ import torch
 
 from .checkpoint import CHECKPOINTS, TRAIN_CONFIG, is_run_folder, latest_checkpoint, load_weights
 from .convert.gguf import default_gguf_path, read_gguf_model
-from .convert.hf import config_from_hf, load_hf_model, read_hf_folder
+from .convert.hf import check_hf_shapes, config_from_hf, load_hf_model, read_hf_folder
 from .convert.parts import ModelParts
 from .errors import CheckpointError, GlassError
 from .fast import pack_model, read_gguf_packed
@@ -127,8 +127,9 @@ def sniff(path: Path) -> str | bytes:
 
 def load_hf_folder(path: Path) -> Loaded:
     hf_config, sd = read_hf_folder(path)
-    cfg = config_from_hf(hf_config)
+    cfg = config_from_hf(hf_config, path / "config.json")
     cfg = cfg.replace(name=path.name)
+    check_hf_shapes(cfg, {k: tuple(v.shape) for k, v in sd.items()}, path)  # before the model is allocated
     model = GPT(cfg)
     load_hf_model(model, sd)
     model.eval()

@@ -211,16 +211,39 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def parse_rng_state(state: dict) -> tuple:
+    """A saved rng_state() → (python, numpy, torch, cuda) states, every part checked; GlassError if damaged."""
     import ast
+    import binascii
 
-    random.setstate(_tuples(ast.literal_eval(base64.b64decode(state["python"]).decode())))
-    name, keys, pos, has_gauss, cached = ast.literal_eval(base64.b64decode(state["numpy"]).decode())
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(
-            [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]])
+    if not isinstance(state, dict):
+        raise GlassError(f"expected an object of base64 strings, got {type(state).__name__}")
+    try:
+        python = _tuples(ast.literal_eval(base64.b64decode(state["python"], validate=True).decode()))
+        random.Random().setstate(python)  # checks the tuple's form without touching the global generator
+        name, keys, pos, has_gauss, cached = ast.literal_eval(base64.b64decode(state["numpy"], validate=True).decode())
+        numpy = (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+        np.random.RandomState().set_state(numpy)
+        cpu = torch.frombuffer(bytearray(base64.b64decode(state["torch"], validate=True)), dtype=torch.uint8)
+        torch.Generator().set_state(cpu)
+        cuda = [torch.frombuffer(bytearray(base64.b64decode(s, validate=True)), dtype=torch.uint8)
+                for s in state.get("cuda", [])]
+    except KeyError as e:
+        raise GlassError(f"no {e.args[0]} state") from None
+    except (binascii.Error, UnicodeDecodeError, SyntaxError, ValueError, TypeError, RuntimeError, OverflowError,
+            MemoryError, RecursionError) as e:
+        raise GlassError(f"{type(e).__name__}: {str(e).strip()[:80]}") from None
+    return python, numpy, cpu, cuda
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore rng_state(); the whole state is parsed and checked before any generator changes."""
+    python, numpy, cpu, cuda = parse_rng_state(state)
+    random.setstate(python)
+    np.random.set_state(numpy)
+    torch.set_rng_state(cpu)
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _numpy_state() -> tuple:

@@ -230,6 +230,9 @@ def metadata(reader) -> dict[str, Any]:
 
 
 def config_from_gguf(meta: dict[str, Any], path: Path) -> ModelConfig:
+    """The hyperparameters in the metadata → a ModelConfig; a missing, wrong-typed or impossible one is named."""
+    from ..sizes import check_config
+
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise CheckpointError(f"{path}: architecture {arch!r} is not supported (glassgpt loads: "
@@ -238,34 +241,62 @@ def config_from_gguf(meta: dict[str, Any], path: Path) -> ModelConfig:
     for ours, key in GGUF_GPT2_HPARAMS if arch == "gpt2" else GGUF_HPARAMS:
         full = f"{arch}.{key}"
         if full in meta:
-            values[ours] = meta[full]
+            values[ours] = _number(meta[full], full, path, float if ours in ("rope_theta", "norm_eps") else int)
         elif ours not in ("n_kv_heads", "rope_theta", "norm_eps"):
             raise CheckpointError(f"{path}: metadata lacks {full}")
-    vocab = meta.get(f"{arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or [])
+    if f"{arch}.vocab_size" in meta:
+        vocab = _number(meta[f"{arch}.vocab_size"], f"{arch}.vocab_size", path, int)
+    else:
+        vocab = len(meta.get("tokenizer.ggml.tokens") or [])
     if not vocab:
         raise CheckpointError(f"{path}: metadata gives no vocabulary size")
     if arch == "gpt2":  # biases everywhere; tied or not is decided by the tensors present
-        try:
-            return ModelConfig(name=meta.get("general.name") or path.stem, d_vocab=int(vocab), positions="learned",
-                               norm="layernorm", mlp="gelu", attn_bias=True, mlp_bias=True,
-                               **{k: float(v) if k == "norm_eps" else int(v) for k, v in values.items()})
-        except ValueError as e:
-            raise CheckpointError(f"{path}: impossible hyperparameters ({e})") from None
-    d_head = values["d_model"] // values["n_heads"]
-    rope_dims = meta.get(f"{arch}.rope.dimension_count", d_head)
-    if rope_dims != d_head:
-        raise CheckpointError(f"{path}: partial RoPE ({rope_dims} of {d_head} dims) is not supported")
+        fixed = dict(positions="learned", norm="layernorm", mlp="gelu", attn_bias=True, mlp_bias=True)
+    else:
+        fixed = dict(positions="rope", norm="rmsnorm", mlp="swiglu", attn_bias=False, mlp_bias=False)
+    cfg = check_config(lambda: ModelConfig(name=str(meta.get("general.name") or path.stem), d_vocab=vocab,
+                                           tie_embeddings=True, **fixed, **values), gguf_labels(arch), path)
     if meta.get(f"{arch}.rope.scaling.type", "none") not in ("none", "linear") or \
             meta.get(f"{arch}.rope.scaling.factor", 1.0) not in (0.0, 1.0):
         raise CheckpointError(f"{path}: scaled RoPE is not supported")
-    try:
-        return ModelConfig(
-            name=meta.get("general.name") or path.stem, d_vocab=int(vocab), positions="rope", norm="rmsnorm",
-            mlp="swiglu", attn_bias=False, mlp_bias=False, tie_embeddings=True,
-            **{k: float(v) if k in ("rope_theta", "norm_eps") else int(v) for k, v in values.items()},
-        )
-    except ValueError as e:
-        raise CheckpointError(f"{path}: impossible hyperparameters ({e})") from None
+    return cfg
+
+
+def gguf_labels(arch: str) -> dict[str, str]:
+    """ModelConfig field → its GGUF metadata key, for error messages."""
+    table = GGUF_GPT2_HPARAMS if arch == "gpt2" else GGUF_HPARAMS
+    return {ours: f"{arch}.{key}" for ours, key in table} | {"d_vocab": f"{arch}.vocab_size"}
+
+
+def _number(value: Any, key: str, path: Path, kind: type) -> Any:
+    """A metadata value that must be one number (an integer for sizes)."""
+    import math
+
+    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(value, (int, float, np.number))
+    if not ok or isinstance(value, bool) or (kind is float and not math.isfinite(value)):
+        what = "an integer" if kind is int else "a finite number"
+        raise CheckpointError(f"{path}: metadata {key} must be {what}, got {str(value)[:40]!r}")
+    return kind(value)
+
+
+def check_gguf_tensors(reader, meta: dict[str, Any], cfg: ModelConfig, path: Path) -> None:
+    """The metadata's sizes against the tensors in the file (headers only): nothing is read or allocated yet."""
+    from ..sizes import check_blocks, check_shapes
+
+    arch = meta["general.architecture"]
+    names = [t.name for t in reader.tensors]
+    check_blocks(cfg.n_layers, names, r"^blk\.(\d+)\.", f"{arch}.block_count", path)
+    raw = {t.name: t for t in reader.tensors}
+    shapes = {}
+    for ours, theirs, how in _expand(cfg.n_layers, arch):
+        if theirs in raw:
+            shape = tuple(int(n) for n in reversed(raw[theirs].shape))  # numpy order, (d_out, d_in)
+            shapes[ours] = (theirs, shape[::-1] if how.startswith("T") else shape)
+    check_shapes(cfg, shapes, gguf_labels(arch), path)
+    rope_dims = meta.get(f"{arch}.rope.dimension_count", cfg.d_head)  # after the shapes: a wrong d_model is named
+    if cfg.positions == "rope" and rope_dims != cfg.d_head:
+        raise CheckpointError(f"{path}: partial RoPE ({arch}.rope.dimension_count = {rope_dims!r} of d_head = "
+                              f"{cfg.d_head}) is not supported")
 
 
 def dequantize(tensor, path: Path) -> torch.Tensor:
@@ -356,10 +387,11 @@ def read_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32) -> Mod
     except Exception as e:
         raise CheckpointError(f"{path}: unreadable GGUF metadata ({_first_line(e)})") from None
     cfg = config_from_gguf(meta, path)
-    tokenizer, bos, eos = tokenizer_from_gguf(meta, path)
     raw = {t.name: t for t in reader.tensors}
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
     arch = meta.get("general.architecture")
+    check_gguf_tensors(reader, meta, cfg, path)
+    tokenizer, bos, eos = tokenizer_from_gguf(meta, path)
     known = {theirs for _, theirs, _ in _expand(cfg.n_layers, arch)}
     unknown = sorted(set(raw) - known)
     if unknown:

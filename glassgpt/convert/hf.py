@@ -92,43 +92,85 @@ def with_transformer_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v for k, v in sd.items()}
 
 
-def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
-    """A Hugging Face config.json (as a dict) → ModelConfig."""
-    if family(hf) == "gpt2":
+HF_LABELS = {
+    "gpt2": {"d_vocab": "vocab_size", "n_ctx": "n_positions", "d_model": "n_embd", "n_layers": "n_layer",
+             "n_heads": "n_head", "d_mlp": "n_inner", "norm_eps": "layer_norm_epsilon"},
+    "llama": {"d_vocab": "vocab_size", "n_ctx": "max_position_embeddings", "d_model": "hidden_size",
+              "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+              "d_mlp": "intermediate_size", "rope_theta": "rope_theta", "norm_eps": "rms_norm_eps"},
+}
+
+
+def config_from_hf(hf: dict[str, Any], source: str | Path = "config.json") -> ModelConfig:
+    """A Hugging Face config.json (as a dict) → ModelConfig; a missing or impossible field is named."""
+    from ..sizes import check_config
+
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{source}: not a JSON object")
+    kind = family(hf)
+    labels = HF_LABELS[kind]
+
+    def need(key: str) -> Any:
+        if key not in hf:
+            raise CheckpointError(f"{source}: lacks the field {key}")
+        return hf[key]
+
+    if kind == "gpt2":
         act = hf.get("activation_function", "gelu_new")
         if act not in GELU_ACTS:
             raise CheckpointError(f"unsupported GPT-2 activation {act!r} (glassgpt uses tanh-approximated GELU)")
-        return ModelConfig(
-            name=hf.get("_name_or_path", "") or "gpt2", d_vocab=hf["vocab_size"], n_ctx=hf["n_positions"],
-            d_model=hf["n_embd"], n_layers=hf["n_layer"], n_heads=hf["n_head"],
-            d_mlp=hf.get("n_inner") or 4 * hf["n_embd"], positions="learned", norm="layernorm",
-            norm_eps=hf.get("layer_norm_epsilon", 1e-5), mlp="gelu", attn_bias=True, mlp_bias=True,
-            tie_embeddings=hf.get("tie_word_embeddings", True),
-        )
-    heads = hf["num_attention_heads"]
-    if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
-        raise CheckpointError("unsupported llama config: head_dim differs from hidden_size / num_attention_heads")
+        n_embd = need("n_embd")
+        return check_config(lambda: ModelConfig(
+            name=hf.get("_name_or_path", "") or "gpt2", d_vocab=need("vocab_size"), n_ctx=need("n_positions"),
+            d_model=n_embd, n_layers=need("n_layer"), n_heads=need("n_head"),
+            d_mlp=hf.get("n_inner") or (4 * n_embd if isinstance(n_embd, int) else n_embd), positions="learned",
+            norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), mlp="gelu", attn_bias=True,
+            mlp_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
+        ), labels, source)
+    heads, hidden = need("num_attention_heads"), need("hidden_size")
+    if isinstance(heads, int) and isinstance(hidden, int) and heads > 0 and \
+            hf.get("head_dim") not in (None, hidden // heads):
+        raise CheckpointError(f"{source}: head_dim ({hf.get('head_dim')!r}) differs from hidden_size / "
+                              "num_attention_heads; glassgpt does not support that")
     rope = hf.get("rope_scaling") or {}
     rope_params = hf.get("rope_parameters") or {}
     if (rope and rope.get("rope_type", rope.get("type")) not in (None, "default")) or \
             rope_params.get("rope_type", "default") != "default":
-        raise CheckpointError("unsupported llama config: scaled RoPE")
+        raise CheckpointError(f"{source}: unsupported llama config: scaled RoPE")
     if hf.get("use_sliding_window") or (hf.get("model_type") == "mistral" and hf.get("sliding_window")):
-        raise CheckpointError("unsupported llama config: sliding-window attention")
+        raise CheckpointError(f"{source}: unsupported llama config: sliding-window attention")
     act = hf.get("hidden_act", "silu")
     if act not in ("silu",) + GELU_ACTS:
-        raise CheckpointError(f"unsupported llama config: hidden_act {act!r} (glassgpt's gated MLP uses silu)")
+        raise CheckpointError(f"{source}: unsupported llama config: hidden_act {act!r} "
+                              "(glassgpt's gated MLP uses silu)")
     theta = rope_params.get("rope_theta", hf.get("rope_theta", 10000.0))
     # Qwen2 biases W_Q, W_K and W_V (its config has no attention_bias key); W_O's bias is then zero.
     attn_bias = hf.get("attention_bias", hf.get("model_type") == "qwen2")
-    return ModelConfig(
-        name=hf.get("_name_or_path", "") or "llama", d_vocab=hf["vocab_size"],
-        n_ctx=hf["max_position_embeddings"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-        n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, d_mlp=hf["intermediate_size"],
-        positions="rope", rope_theta=float(theta), norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6),
-        mlp="swiglu" if act == "silu" else "gelu", attn_bias=attn_bias, mlp_bias=hf.get("mlp_bias", False),
-        tie_embeddings=hf.get("tie_word_embeddings", False),
-    )
+    return check_config(lambda: ModelConfig(
+        name=hf.get("_name_or_path", "") or "llama", d_vocab=need("vocab_size"),
+        n_ctx=need("max_position_embeddings"), d_model=hidden, n_layers=need("num_hidden_layers"),
+        n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, d_mlp=need("intermediate_size"),
+        positions="rope", rope_theta=float(theta) if type(theta) in (int, float) else theta, norm="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu" if act == "silu" else "gelu", attn_bias=attn_bias,
+        mlp_bias=hf.get("mlp_bias", False), tie_embeddings=hf.get("tie_word_embeddings", False),
+    ), labels, source)
+
+
+def check_hf_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], source: str | Path) -> None:
+    """config.json's sizes against the tensors in the safetensors files, before the model is built."""
+    from ..sizes import check_blocks, check_shapes
+
+    gpt2 = cfg.positions == "learned"
+    labels = HF_LABELS["gpt2" if gpt2 else "llama"]
+    if gpt2:
+        shapes = with_transformer_prefix(shapes)
+    pattern = r"^(?:transformer\.)?h\.(\d+)\." if gpt2 else r"^(?:model\.)?layers\.(\d+)\."
+    check_blocks(cfg.n_layers, list(shapes), pattern, labels["n_layers"], source)
+    ours = {}
+    for name, theirs, transpose in _expand(GPT2_KEYS if gpt2 else LLAMA_KEYS, cfg.n_layers):
+        if theirs in shapes:
+            ours[name] = (theirs, tuple(shapes[theirs])[::-1] if transpose else tuple(shapes[theirs]))
+    check_shapes(cfg, ours, labels, source)
 
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
