@@ -163,7 +163,8 @@ def check_weight_shapes(cfg: ModelConfig, weights: Path, config_file: Path) -> N
         with safe_open(str(weights), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({str(e).splitlines()[0][:160]})") from None
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({first})") from None
     labels = {f: f"{config_file.name}:{f}" for f in FIELD_NAMES}
     check_blocks(cfg.n_layers, list(shapes), r"^blocks\.(\d+)\.", labels["n_layers"], weights)
     check_shapes(cfg, {k: (k, s) for k, s in shapes.items()}, labels, weights)

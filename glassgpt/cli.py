@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.overrides = extra
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
+    for name, value in vars(args).items():  # NaN slips through every range check; inf through most
+        if isinstance(value, float) and not math.isfinite(value):
+            print(f"{used.prog}: error: --{name.replace('_', '-')} must be a finite number, got {value}",
+                  file=sys.stderr)
+            return 2
     try:
         return int(args.func(args) or 0)
     except UsageError as e:  # a flag's value or a combination of flags: one line, like a runtime error

@@ -132,9 +132,18 @@ def bundled_names(folder: Path) -> list[str]:
 
 
 def make(cls: type, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
-         base: dict[str, Any] | None = None, bundled: Path | None = None) -> Any:
-    """cls from its defaults, then `base` (a saved config), then a TOML file, then overrides."""
-    values = dict(base or {})
+         base: dict[str, Any] | None = None, bundled: Path | None = None, base_source: str = "saved config") -> Any:
+    """cls from its defaults, then `base` (a saved config, checked like a file: base_source names it),
+    then a TOML file, then overrides."""
+    values = {}
+    if base is not None:
+        if not isinstance(base, dict):
+            raise GlassError(f"{base_source}: not a JSON object of config keys")
+        for key, value in base.items():
+            try:
+                values[key] = coerce(cls, key, value, from_text=False)
+            except GlassError as e:
+                raise GlassError(f"{base_source}: {e}") from None
     if config_file:
         values.update(read_toml(cls, config_file, bundled))
     values.update(overrides or {})

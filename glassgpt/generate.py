@@ -16,8 +16,7 @@ API (stable; other modules build on it):
 
 from __future__ import annotations
 
-
-
+import math
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
@@ -43,6 +42,11 @@ class SampleConfig:
         self.validate()
 
     def validate(self) -> None:
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise GlassError(f"{name} must be a finite number, got {value!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise GlassError(f"max_new_tokens must be a non-negative integer, got {self.max_new_tokens!r}")
         if not self.temperature >= 0:

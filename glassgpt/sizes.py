@@ -86,7 +86,15 @@ def check_shapes(cfg: ModelConfig, shapes: dict[str, tuple[str, tuple[int, ...]]
 
 
 def num_weights(cfg: ModelConfig) -> int:
-    return sum(_prod(s) for k, s in expected_shapes(cfg).items() if "QKV" not in k)
+    """The model's weight count, from the config alone (no model, not even on the meta device)."""
+    d, d_kv, d_mlp = cfg.d_model, cfg.n_kv_heads * cfg.d_head, cfg.d_mlp
+    norm = d * (2 if cfg.norm == "layernorm" else 1)
+    attn = 2 * d * d + 2 * d * d_kv + (2 * d + 2 * d_kv if cfg.attn_bias else 0)
+    n_up = 2 if cfg.mlp == "swiglu" else 1
+    mlp = (n_up + 1) * d * d_mlp + ((n_up * d_mlp + d) if cfg.mlp_bias else 0)
+    embed = cfg.d_vocab * d + (cfg.n_ctx * d if cfg.positions == "learned" else 0)
+    unembed = norm + (0 if cfg.tie_embeddings else cfg.d_vocab * d)
+    return embed + cfg.n_layers * (attn + mlp + 2 * norm) + unembed
 
 
 def available_memory() -> int:
@@ -111,10 +119,3 @@ def check_memory(cfg: ModelConfig, copies: int = 1, what: str = "the model", byt
     if need > have:
         raise GlassError(f"{what} needs about {need / 2**30:.1f} GiB ({num_weights(cfg):,} weights × "
                          f"{bytes_per_weight * copies} bytes), more than the {have / 2**30:.1f} GiB available")
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n

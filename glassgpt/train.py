@@ -29,6 +29,7 @@ from .generate import SampleConfig, sliding_stream
 from .load import load_model
 from .model import GPT
 from .run_folder import default_out_dir, write_run_folder
+from .sizes import check_memory
 from .train_config import (MODEL_FIELDS, TrainConfig, bundled_configs, make_config, parse_overrides,
                            read_config_file)
 from .trainer import Trainer, make_adamw
@@ -153,6 +154,8 @@ def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False
         if model_cfg.d_vocab < data.tokenizer.vocab_size:
             raise GlassError(f"the model's vocabulary ({model_cfg.d_vocab}) is smaller than the data's "
                              f"tokenizer ({data.tokenizer.vocab_size})")
+        if ckpt is None and pretrained is None:  # weights, gradients and AdamW's two moments: 4 floats each
+            check_memory(model_cfg, copies=4, what="training this model")
         model = pretrained.model if pretrained is not None else GPT(model_cfg)
         if ckpt is not None:
             load_weights(model, ckpt.weights, ckpt.path / "model.safetensors")

@@ -9,6 +9,7 @@ that is set replaces the preset's. The reading and type checks are glassgpt.conf
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ class TrainConfig:
     sample_temperature: float = 0.8
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):  # NaN passes every comparison below, inf most of them
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GlassError(f"config key {f.name} must be a finite number, got {value}")
         positive = ["batch_size", "grad_accum", "max_steps", "eval_batches", "keep_checkpoints"]
         for name in positive:
             if getattr(self, name) <= 0:
@@ -92,6 +97,14 @@ class TrainConfig:
                 raise GlassError(f"config key {name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise GlassError(f"config key lr must be positive, got {self.lr}")
+        if self.min_lr > self.lr:
+            raise GlassError(f"config key min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if not 0 < self.val_fraction < 1:
+            raise GlassError(f"config key val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.sample_temperature < 0:
+            raise GlassError(f"config key sample_temperature must be >= 0, got {self.sample_temperature}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise GlassError(f"config key dropout must be in [0, 1), got {self.dropout}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise GlassError(f"config keys beta1, beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -142,8 +155,9 @@ def bundled_configs() -> list[str]:
 
 
 def make_config(config_file: str | None = None, overrides: dict[str, Any] | None = None,
-                base: dict[str, Any] | None = None) -> TrainConfig:
-    """TrainConfig from its defaults, then a saved run's config (base), then a TOML file, then overrides."""
-    cfg = configfile.make(TrainConfig, config_file, overrides, base, BUNDLED)
+                base: dict[str, Any] | None = None, base_source: str = "saved config") -> TrainConfig:
+    """TrainConfig from its defaults, then a saved run's config (base, read from base_source), then a TOML
+    file, then overrides."""
+    cfg = configfile.make(TrainConfig, config_file, overrides, base, BUNDLED, base_source)
     cfg.validate()
     return cfg

@@ -225,3 +225,9 @@ def test_resume_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("mine")
     refuse(tmp_path, ["train", "--resume", tmp_path / "notes"], "not a run folder")
+
+
+def test_resume_train_config_wrong_type(assets, tmp_path):
+    run = copy(assets["run"], tmp_path)
+    edit_json(run / "train_config.json", _set("max_steps", "many"))
+    refuse(tmp_path, ["train", "--resume", run], "train_config.json", "max_steps", "'many'")

@@ -68,6 +68,13 @@ def _load(args):
     return load(args)
 
 
+def _at_least_one(args, name: str) -> None:
+    from ..errors import GlassError
+
+    if getattr(args, name) < 1:
+        raise GlassError(f"--{name} must be at least 1, got {getattr(args, name)}")
+
+
 def _encode(loaded, text: str):
     import torch
 
@@ -99,6 +106,7 @@ def run_attention(args) -> int:
     from ..inspect.common import check_head, check_layer, token_labels
     from ..inspect.plots import attention_grid, attention_heatmap, save
 
+    _at_least_one(args, "top")
     loaded = _load(args)
     model, tok = loaded.model, loaded.tokenizer
     check_layer(model, args.layer)
@@ -106,7 +114,7 @@ def run_attention(args) -> int:
         check_head(model, args.head)
     tokens = _encode(loaded, args.text)
     labels = token_labels(tok, tokens.tolist())
-    top = top_attended(model, tokens, args.layer, args.head, k=max(1, args.top))
+    top = top_attended(model, tokens, args.layer, args.head, k=args.top)
     print(f"{len(labels)} tokens: {' '.join(labels)}")
     for h, rows in top.items():
         print(f"\nlayer {args.layer} head {h}: query → most attended keys")
@@ -146,13 +154,16 @@ def run_lens(args) -> int:
     from ..inspect.lens import logit_lens
     from ..inspect.plots import lens_figure, save
 
+    _at_least_one(args, "k")
     loaded = _load(args)
+    if args.k > loaded.model.cfg.d_vocab:
+        raise GlassError(f"--k must be at most the vocabulary size ({loaded.model.cfg.d_vocab}), got {args.k}")
     tok = loaded.tokenizer
     tokens = _encode(loaded, args.text)
     T = len(tokens)
     if not -T <= args.position < T:
         raise GlassError(f"position {args.position} is out of range: the text has positions 0..{T - 1}")
-    lens = logit_lens(loaded.model, tokens, k=max(1, args.k))
+    lens = logit_lens(loaded.model, tokens, k=args.k)
     labels = token_labels(tok, tokens.tolist())
     width = 9
     print("top guess for the next token, at each stage (rows) and input position (columns)")
@@ -206,6 +217,7 @@ def run_embed(args) -> int:
                          "or --align FROM:TO FROM:TO…")
     if args.project and not args.along:
         raise GlassError("--project needs a direction: --along FROM:TO [FROM:TO …]")
+    _at_least_one(args, "k")
     loaded = _load(args)
     model, tok, sp = loaded.model, loaded.tokenizer, args.space
     words = list(args.nearest or []) + list(args.analogy or []) + list(args.project or [])

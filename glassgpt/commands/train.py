@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..checkpoint import TRAIN_CONFIG
     from ..errors import GlassError
     from ..io import read_json
@@ -48,15 +50,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--resume-latest-good needs --resume RUN")
     base = None
     if resume:
-        from pathlib import Path
-
         if not (Path(resume) / TRAIN_CONFIG).is_file():
             raise GlassError(f"{resume}: not a run folder (no {TRAIN_CONFIG})")
         base = read_json(Path(resume) / TRAIN_CONFIG)
         overrides.pop("init_from", None)
     try:
-        cfg = make_config(args.config, overrides, base)
-    except GlassError as e:  # a value the command line or the config file gave
+        cfg = make_config(args.config, overrides, base, str(Path(resume or ".") / TRAIN_CONFIG))
+    except GlassError as e:  # a value the command line, the config file or the run's saved config gave
         raise UsageError(str(e)) from None
     if args.show_config:  # the model fields the preset fills in are shown filled in
         print(to_toml(cfg.resolved()), end="")
