@@ -86,7 +86,7 @@ def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
     """
     path = Path(path)
     meta = read_json(path / "state.json")
-    check_state(meta, path / "state.json")
+    check_state(meta, path / "state.json", resume=with_optimizer)
     step, sums = meta["step"], meta["sha256"]
     if (m := _NAME.match(path.name)) and int(m.group(1)) != step:
         raise CheckpointError(f"{path / 'state.json'}: step is {step}, but the folder is {path.name}")
@@ -103,14 +103,17 @@ def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
                              path / "model_config.json")
     check_weight_shapes(model_cfg, path / "model.safetensors", path / "model_config.json")
     weights = load_tensors(path / "model.safetensors")
-    state = {"step": step, "data": meta["data"], "rng": meta["rng"]}
+    state = {"step": step, "data": meta.get("data", {}), "rng": meta.get("rng")}
     if with_optimizer:
         state["optimizer"] = _unflatten_optimizer(load_tensors(path / "optimizer.safetensors"), meta["optimizer"])
     return Checkpoint(path, step, model_cfg, weights, state)
 
 
-def check_state(meta, source: Path) -> None:
-    """state.json's fields, each of the right type and range, before anything is resumed from it."""
+def check_state(meta, source: Path, resume: bool = True) -> None:
+    """state.json's fields, each of the right type and range, before anything is resumed from it.
+
+    resume=False (reading only the weights, to run the model): just the step and the checksums.
+    """
     from .trainer import parse_rng_state
 
     def bad(field: str, why: str) -> CheckpointError:
@@ -118,13 +121,15 @@ def check_state(meta, source: Path) -> None:
 
     if not isinstance(meta, dict):
         raise bad("the file", "is not a JSON object")
-    for key in ("step", "sha256", "data", "rng", "optimizer"):
+    for key in ("step", "sha256") + (("data", "rng", "optimizer") if resume else ()):
         if key not in meta:
             raise bad(key, "is missing (not a glassgpt checkpoint state)")
     if not _count(meta["step"]):
         raise bad("step", f"must be a non-negative integer, got {meta['step']!r}")
     if not isinstance(meta["sha256"], dict) or not all(isinstance(v, str) for v in meta["sha256"].values()):
         raise bad("sha256", "must map file names to hex digests")
+    if not resume:
+        return
     data = meta["data"]
     if not isinstance(data, dict) or not _count(data.get("position")):
         raise bad("data.position", f"must be a non-negative integer, got "

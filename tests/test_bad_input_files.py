@@ -201,7 +201,7 @@ def test_resume_damaged_run(case, assets, tmp_path):
     assert "--resume-latest-good" in line  # the way out is named
 
 
-@pytest.mark.parametrize("case", ["config-vs-weights", "step-negative", "rng-garbage"])
+@pytest.mark.parametrize("case", ["config-vs-weights", "step-negative", "weights-truncated"])
 def test_damaged_run_as_a_model(case, assets, tmp_path):
     spoil, words = RUN_CASES[case]
     run = copy(assets["run"], tmp_path)
