@@ -285,7 +285,6 @@ EXPORT_CASES = {  # name: (argv from the folder, words)
     "into-a-file": (lambda f: ["export", f / "tiny.gguf", "--format", "hf", f / "corpus.txt"], ["corpus.txt"]),
     "missing-model": (lambda f: ["export", f / "gone.gguf", "--format", "hf", f / "out"], ["gone.gguf"]),
     "unknown-format": (lambda f: ["export", f / "tiny.gguf", "--format", "onnx", f / "out"], ["onnx"]),
-    "hf-for-a-mixed-model": (lambda f: ["export", f / "run", "--format", "hf", f / "out"], ["mixes"]),
     "a-damaged-model": (lambda f: after((f / "tiny.gguf").write_bytes(b"GGUF" + b"\0" * 12),
                                         ["export", f / "tiny.gguf", "--format", "safetensors", f / "out"]),
                         ["tiny.gguf"]),
