@@ -37,6 +37,7 @@ from .errors import GlassError
 from .fetch import cache_dir  # noqa: F401 — one cache for data and models
 from .io import read_json, write_atomic, write_json
 from .progress import status
+from .targets import claim_folder, is_prepared_corpus
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
@@ -300,13 +301,16 @@ def prepare(source: str | Path | Corpus, out: str | Path | None = None, tokenize
     corpus = source if isinstance(source, Corpus) else load_corpus(source)
     if not corpus.text.strip():
         raise GlassError(f"corpus {corpus.origin.get('path', corpus.name)} is empty")
+    in_cache = out is None  # glassgpt's own cache folder, keyed by the text: replaced freely
     out = Path(out) if out is not None else prepared_folder(corpus, tokenizer)
     text_sha = sha256(corpus.text)
     if not force and (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST)
-        if old.get("sha256") == text_sha and old.get("tokenizer", {}).get("spec") == tokenizer \
-                and old.get("split", {}).get("val_fraction") == val_fraction:
+        if isinstance(old, dict) and old.get("sha256") == text_sha and \
+                old.get("tokenizer", {}).get("spec") == tokenizer and \
+                old.get("split", {}).get("val_fraction") == val_fraction:
             return out
+    claim_folder(out, "a prepared corpus", is_prepared_corpus, force or in_cache, flag="--force")
     cut = int(len(corpus.text) * (1 - val_fraction))  # validation = the last val_fraction of the text
     train_text, val_text = corpus.text[:cut], corpus.text[cut:]
     with status(f"building the {tokenizer} tokenizer on {len(train_text):,} characters"):

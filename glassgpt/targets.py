@@ -2,7 +2,7 @@
 
     glassgpt train --out-dir DIR          a training run       continue: --resume DIR   replace: --overwrite
     glassgpt seq2seq train --out DIR      a seq2seq run        replace: --overwrite
-    glassgpt export MODEL --format F DIR  an export (format F) replace: --overwrite
+    glassgpt export MODEL --format F DIR  an export (format F) replace: --overwrite  (gguf: also a FILE.gguf)
     glassgpt data prepare SRC --out DIR   a prepared corpus    replace: --force
 
 A folder that holds anything else is never written into: the refusal names the folder and what it
@@ -42,6 +42,21 @@ def claim_folder(path: str | Path, what: str, is_own: Callable[[Path], bool], re
     return True
 
 
+def claim_file(path: str | Path, what: str, is_own: Callable[[Path], bool], replace: bool,
+               flag: str = "--overwrite") -> bool:
+    """claim_folder for a command that writes one file: True when path is an earlier one to be replaced."""
+    path = Path(path)
+    if path.is_dir():
+        raise FolderRefused(f"{path} is a folder: refusing to write {what} there")
+    if not path.exists():
+        return False
+    if not is_own(path):
+        raise FolderRefused(f"refusing to overwrite {path}: it is not {what}")
+    if not replace:
+        raise FolderRefused(f"refusing to overwrite {path}: it already is {what} (pass {flag} to replace it)")
+    return True
+
+
 def is_training_run(path: Path) -> bool:
     from .checkpoint import CHECKPOINTS, TRAIN_CONFIG
 
@@ -59,9 +74,20 @@ def is_seq2seq_run(path: Path) -> bool:
 
 
 def is_export(path: Path, fmt: str) -> bool:
-    """An earlier `glassgpt export --format fmt` (hf: config.json beside the weights; ours: model_config.json)."""
+    """An earlier `glassgpt export --format fmt` (hf: config.json beside the weights; ours: model_config.json;
+    gguf: model.gguf)."""
+    if fmt == "gguf":
+        return is_gguf_file(path / "model.gguf")
     marker = "config.json" if fmt == "hf" else "model_config.json"
     return (path / "model.safetensors").is_file() and (path / marker).is_file() and not is_seq2seq_run(path)
+
+
+def is_gguf_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def is_prepared_corpus(path: Path) -> bool:

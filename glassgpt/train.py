@@ -13,6 +13,7 @@ gloo on CPU, NCCL on GPU); then each rank reads its own rows of every batch and 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .load import load_model
 from .model import GPT
 from .run_folder import default_out_dir, write_run_folder
 from .sizes import check_memory
+from .targets import claim_folder, is_training_run
 from .train_config import (MODEL_FIELDS, TrainConfig, bundled_configs, make_config, parse_overrides,
                            read_config_file)
 from .trainer import Trainer, make_adamw
@@ -117,8 +119,11 @@ def compile_blocks(model: GPT) -> None:
 
 
 def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False, log=say,
-          callbacks: list = ()) -> Run:
-    """Set up the run, train, write the last checkpoint and plot; returns the Run (model, trainer, folder)."""
+          callbacks: list = (), overwrite: bool = False) -> Run:
+    """Set up the run, train, write the last checkpoint and plot; returns the Run (model, trainer, folder).
+
+    A new run goes into a new or empty folder; an earlier run there is replaced only with overwrite=True,
+    and a folder holding anything else is never written into (glassgpt.targets)."""
     # 1. processes, device, run folder
     dist = init_distributed(cfg.device)
     try:
@@ -128,6 +133,12 @@ def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False
         out = Path(resume) if resume else Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg.data)
         if dist.enabled and not cfg.out_dir and not resume:
             raise GlassError("under torchrun, set --out-dir so that every process writes to the same run folder")
+        if not resume:  # every rank looks (nothing changes yet), then the first one clears an old run
+            replace = claim_folder(out, "a training run", is_training_run, overwrite,
+                                   alternative=f"or continue it: glassgpt train --resume {out}")
+            barrier(dist)
+            if replace and dist.main:
+                shutil.rmtree(out)
 
         # 2. where the weights come from: a checkpoint (resume), a pretrained model (fine-tune), or nowhere
         ckpt = latest_checkpoint(out, latest_good=latest_good, warn=lambda m: log(f"warning: {m}")) if resume else None

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--tokenizer", type=tokenizer_spec, default="char", help="char, bpe or bpe:VOCAB (default: char)")
     prep.add_argument("--out", help="output folder (default: a folder in the cache, ~/.cache/glassgpt/data/...)")
     prep.add_argument("--val-fraction", type=fraction, default=0.1, help="the last fraction of the text kept for validation")
-    prep.add_argument("--force", action="store_true", help="prepare again even if the folder is up to date")
+    prep.add_argument("--force", action="store_true",
+                      help="prepare again even if the folder is up to date, or replace another prepared corpus in --out")
     p.set_defaults(func=run)
 
 

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, required=True, help="hf: a transformers folder; gguf: one file for "
                                                                     "llama.cpp/ollama; safetensors: glassgpt's names")
     p.add_argument("--gguf-type", choices=("f32", "f16", "q8_0"), default="f16", help="gguf: the matrices' type")
-    p.add_argument("--out", help="the folder to write (gguf: a folder, or a file ending in .gguf)")
+    p.add_argument("--out", help="the folder to write: new or empty, or an earlier export with --overwrite "
+                                 "(gguf: a folder, or a file ending in .gguf)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export of this format in --out")
     p.set_defaults(func=run, late_positionals=True)
 
 
@@ -44,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
     args.model, args.out = args.model or args.source, args.out or args.target
     if not args.out:
         raise UsageError("export needs --out DIR, the folder to write")
-    loaded = load(args)
+    from ..targets import claim_file, claim_folder, is_export, is_gguf_file
+
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
+    if args.format == "gguf" and out.suffix == ".gguf":  # the file itself
+        claim_file(out, "a GGUF file", is_gguf_file, args.overwrite)
+    else:
+        claim_folder(out, f"a --format {args.format} export", lambda p: is_export(p, args.format), args.overwrite)
+    loaded = load(args)
     if args.format == "gguf":
         from ..convert.gguf_write import export_gguf
 

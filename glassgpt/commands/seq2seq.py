@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--d-model", type=positive_int, help="width of the residual stream")
     t.add_argument("--max-number", type=int, default=9999, help="translation: numbers 0..N (default 9999)")
+    t.add_argument("--overwrite", action="store_true", help="replace the seq2seq run already in --out")
     t.add_argument("--no-eval", action="store_true", help="skip scoring the held-out examples after training")
     add_runtime_args(t, device=False)
     t.set_defaults(func=train)
@@ -66,6 +67,7 @@ def train(args: argparse.Namespace) -> int:
     from ..seq2seq import train as T
     from ..seq2seq.checkpoint import save_run
     from ..seq2seq.task import Task, TaskConfig
+    from ..targets import claim_folder, is_seq2seq_run
 
     set_threads(args)
     task = Task(TaskConfig(name=args.task, max_number=args.max_number))
@@ -75,6 +77,7 @@ def train(args: argparse.Namespace) -> int:
     cfg = T.TrainConfig(**{**cfg.to_dict(), **changes})
     sizes = {"d_model": args.d_model} if args.d_model else {}
     out = Path(args.out or f"runs/seq2seq-{task.name}")
+    claim_folder(out, "a seq2seq run", is_seq2seq_run, args.overwrite)  # before training, not after
     every = max(1, cfg.steps // 10)
 
     def on_step(step: int, loss: float) -> None:

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue a run folder from its newest checkpoint")
     p.add_argument("--resume-latest-good", action="store_true",
                    help="with --resume: skip damaged checkpoints and continue from the newest intact one")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the training run already in --out-dir (its checkpoints are deleted)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config as TOML and exit")
     p.set_defaults(func=run, overrides_allowed=True)
 
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         resume = resume or overrides["out_dir"]
     if args.resume_latest_good and not resume:
         raise UsageError("--resume-latest-good needs --resume RUN")
+    if args.overwrite and resume:
+        raise UsageError("--overwrite replaces a run and --resume continues it: choose one")
     base = None
     if resume:
         if not (Path(resume) / TRAIN_CONFIG).is_file():
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.show_config:  # the model fields the preset fills in are shown filled in
         print(to_toml(cfg.resolved()), end="")
         return 0
-    result = train(cfg, resume=resume, latest_good=args.resume_latest_good)
+    result = train(cfg, resume=resume, latest_good=args.resume_latest_good, overwrite=args.overwrite)
     if result.dist.main and cfg.sample_tokens:
         print("\n--- a sample from the trained model ---")
         print(result.sample())
