@@ -59,7 +59,8 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: Mode
     opt_tensors, opt_meta = _flatten_optimizer(state["optimizer"])
     save_tensors(tmp / "optimizer.safetensors", opt_tensors)
     files = {name: _file_sha256(tmp / name) for name in ("model.safetensors", "optimizer.safetensors")}
-    write_json(tmp / "state.json", {"step": step, "data": state["data"], "rng": state["rng"],
+    ranks = {"rng_ranks": state["rng_ranks"]} if state.get("rng_ranks") else {}  # torchrun: every rank's RNG
+    write_json(tmp / "state.json", {"step": step, "data": state["data"], "rng": state["rng"], **ranks,
                                     "optimizer": opt_meta, "sha256": files})
     if final.exists():
         shutil.rmtree(final)
@@ -103,7 +104,7 @@ def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
                              path / "model_config.json")
     check_weight_shapes(model_cfg, path / "model.safetensors", path / "model_config.json")
     weights = load_tensors(path / "model.safetensors")
-    state = {"step": step, "data": meta.get("data", {}), "rng": meta.get("rng")}
+    state = {"step": step, "data": meta.get("data", {}), "rng": meta.get("rng"), "rng_ranks": meta.get("rng_ranks")}
     if with_optimizer:
         state["optimizer"] = _unflatten_optimizer(load_tensors(path / "optimizer.safetensors"), meta["optimizer"])
     return Checkpoint(path, step, model_cfg, weights, state)
@@ -137,10 +138,14 @@ def check_state(meta, source: Path, resume: bool = True) -> None:
     for key in ("seed", "global_batch"):
         if key in data and not _count(data[key]):
             raise bad(f"data.{key}", f"must be a non-negative integer, got {data[key]!r}")
-    try:
-        parse_rng_state(meta["rng"])
-    except (GlassError, ValueError, TypeError, KeyError) as e:
-        raise bad("rng", f"is not a saved random state ({str(e).strip()[:120] or type(e).__name__})") from None
+    ranks = meta.get("rng_ranks", [])
+    if not isinstance(ranks, list):
+        raise bad("rng_ranks", "must be a list of random states, one per process")
+    for field, rng in [("rng", meta["rng"])] + [(f"rng_ranks[{r}]", s) for r, s in enumerate(ranks)]:
+        try:
+            parse_rng_state(rng)
+        except (GlassError, ValueError, TypeError, KeyError) as e:
+            raise bad(field, f"is not a saved random state ({str(e).strip()[:120] or type(e).__name__})") from None
     opt = meta["optimizer"]
     if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) or \
             not all(isinstance(g, dict) for g in opt["param_groups"]) or not isinstance(opt.get("scalars", {}), dict):

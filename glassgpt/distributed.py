@@ -77,3 +77,22 @@ def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(x)
         x /= dist.get_world_size()
     return x
+
+
+def gather_json(obj, d: Dist, device: str = "cpu") -> list:
+    """Every rank's JSON-able obj, in rank order, on every rank: sent as UTF-8 bytes in tensors (no pickle)."""
+    if not d.enabled:
+        return [obj]
+    import json
+
+    import torch.distributed as dist
+
+    data = json.dumps(obj).encode("utf-8")
+    size = torch.tensor([len(data)], device=device)
+    sizes = [torch.zeros_like(size) for _ in range(d.world_size)]
+    dist.all_gather(sizes, size)
+    padded = torch.zeros(int(max(sizes).item()), dtype=torch.uint8, device=device)
+    padded[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    parts = [torch.zeros_like(padded) for _ in range(d.world_size)]
+    dist.all_gather(parts, padded)
+    return [json.loads(bytes(p[: int(n.item())].cpu().tolist()).decode("utf-8")) for p, n in zip(parts, sizes)]

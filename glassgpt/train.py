@@ -24,7 +24,8 @@ from .callbacks import MetricsLog, ProgressBar, TimeLimit, make_qk_tracker, plot
 from .checkpoint import latest_checkpoint, load_weights, save_checkpoint
 from .config import ModelConfig
 from .data import BatchSampler, TokenData, eval_starts, open_data, prepare, resolve_data, windows
-from .distributed import Dist, barrier, init_distributed, mean_over_ranks, pick_device, shutdown_distributed
+from .distributed import (Dist, barrier, gather_json, init_distributed, mean_over_ranks, pick_device,
+                          shutdown_distributed)
 from .errors import GlassError
 from .generate import SampleConfig, sliding_stream
 from .load import load_model
@@ -34,7 +35,7 @@ from .sizes import check_memory
 from .targets import claim_folder, is_training_run
 from .train_config import (MODEL_FIELDS, TrainConfig, bundled_configs, make_config, parse_overrides,
                            read_config_file)
-from .trainer import Trainer, make_adamw
+from .trainer import Trainer, make_adamw, rng_state, set_rng_state
 
 __all__ = ["train", "Run", "next_token_loss", "compile_blocks", "make_callbacks",
            # where they used to live, still importable from here:
@@ -80,9 +81,13 @@ class Run:
         return {"val_loss": mean_over_ranks(total / len(mine)).item()}
 
     def save_checkpoint(self, trainer: Trainer) -> Path | None:
+        rngs = gather_json(rng_state(), self.dist, self.device)  # every rank's generators: their dropout differs
         if not self.dist.main:
             return None
-        return save_checkpoint(self.out, self.model, self.model_cfg, trainer.state_dict(), self.cfg.keep_checkpoints)
+        state = trainer.state_dict()
+        if self.dist.enabled:
+            state["rng_ranks"] = rngs
+        return save_checkpoint(self.out, self.model, self.model_cfg, state, self.cfg.keep_checkpoints)
 
     def sample(self) -> str:
         """The prompt and a sample of cfg.sample_tokens tokens from the model as it is now."""
@@ -194,9 +199,15 @@ def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False
             optimizer=make_adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2)),
         )
         if ckpt is not None:
-            run.trainer.load_state_dict(ckpt.state)
-            if dist.rank:
-                torch.manual_seed(cfg.seed + dist.rank + 7919 * ckpt.step)  # only rank 0's RNG is saved
+            run.trainer.load_state_dict(ckpt.state)  # rank 0's generators, on every rank ...
+            ranks = ckpt.state.get("rng_ranks") or []
+            if dist.enabled and len(ranks) == dist.world_size:
+                set_rng_state(ranks[dist.rank])  # ... then each rank's own, so its dropout continues exactly
+            elif dist.rank:
+                torch.manual_seed(cfg.seed + dist.rank + 7919 * ckpt.step)
+                if dist.rank == 1:
+                    log(f"warning: {ckpt.path.name} holds the random state of {len(ranks) or 1} process(es), not "
+                        f"{dist.world_size}: ranks after the first start new dropout masks")
             log(f"resuming {out} from {ckpt.path.name} (step {ckpt.step})")
 
         # 6. the run folder, the callbacks, and go
