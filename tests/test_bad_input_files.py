@@ -64,6 +64,15 @@ def test_gguf_missing_hyperparameter(assets, tmp_path):
     refuse(tmp_path, generate(bad), "lacks llama.embedding_length")
 
 
+def test_gguf_more_tokens_than_embeddings(assets, tmp_path):
+    from glassgpt.convert.gguf import metadata, read_gguf
+
+    tokens = metadata(read_gguf(assets["gguf"]))["tokenizer.ggml.tokens"]
+    bad = rewrite_gguf(assets["gguf"], tmp_path / "bad.gguf", tokenizer__ggml__tokens=tokens + ["extra"],
+                       tokenizer__ggml__token_type=[1] * (len(tokens) + 1))
+    refuse(tmp_path, generate(bad), "tokenizer.ggml.tokens", f"{len(tokens) + 1:,} tokens")
+
+
 def test_gguf_truncated(assets, tmp_path):
     data = assets["gguf"].read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 3])

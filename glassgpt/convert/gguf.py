@@ -391,6 +391,10 @@ def read_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32) -> Mod
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
     arch = meta.get("general.architecture")
     check_gguf_tensors(reader, meta, cfg, path)
+    n_tokens = len(meta.get("tokenizer.ggml.tokens") or [])
+    if n_tokens > cfg.d_vocab:  # ids past the embedding would fail at the first such token
+        raise CheckpointError(f"{path}: tokenizer.ggml.tokens holds {n_tokens:,} tokens, more than the model's "
+                              f"vocabulary ({cfg.d_vocab:,} rows of token_embd.weight)")
     tokenizer, bos, eos = tokenizer_from_gguf(meta, path)
     known = {theirs for _, theirs, _ in _expand(cfg.n_layers, arch)}
     unknown = sorted(set(raw) - known)
