@@ -23,6 +23,7 @@ def folder(tmp_path, monkeypatch, assets):
     monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
     for name in ("corpus", "gguf", "run", "translator", "gpt2_hf"):
         copy(assets[name], tmp_path)
+    copy(assets["corpus"], tmp_path, "corpus.gguf")  # text that only looks like a model by its name
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.txt").write_text("three years of work\n")
     return tmp_path
@@ -69,6 +70,10 @@ CASES = {  # name: (argv from the folder, words)
     "export-into-other-files": (lambda f: export(f, f / "notes"), ["notes", "not a --format hf export"]),
     "export-hf-over-our-format": (lambda f: export(f, f / "gpt2-hf", "safetensors", "--overwrite"),
                                   ["not a --format safetensors export"]),
+    "export-gguf-over-a-gguf": (lambda f: export(f, f / "tiny.gguf", "gguf"), ["tiny.gguf", "already is a GGUF file",
+                                                                              "--overwrite"]),
+    "export-gguf-over-a-text-file": (lambda f: export(f, f / "corpus.gguf", "gguf", "--overwrite"),
+                                     ["corpus.gguf", "not a GGUF file"]),
     "prepare-into-other-files": (lambda f: prepare(f, f / "notes"), ["notes", "not a prepared corpus"]),
     "prepare-into-a-training-run": (lambda f: prepare(f, f / "run", "--force"), ["not a prepared corpus"]),
 }
