@@ -137,9 +137,10 @@ def read_gguf_packed(path: str | Path, mode: str, cache: bool = True) -> ModelPa
         if stored is not None:
             _save_cache(parts, stored)
         return parts
-    tokenizer, bos, eos = G.tokenizer_from_gguf(meta, path)
     raw = {t.name: t for t in reader.tensors}
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
+    G.check_gguf_tensors(reader, meta, cfg, path)  # the metadata's sizes against the tensors, before allocating
+    tokenizer, bos, eos = G.tokenizer_from_gguf(meta, path)
     model = bare_model(cfg)
     with status(f"dequantising {path.name} into {mode} weights" + (" (once: kept in the cache)" if stored else "")):
         _fill_from_gguf(model, raw, cfg, mode, path)

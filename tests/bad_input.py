@@ -114,6 +114,19 @@ TINY_TRAIN = ["--n-layers=1", "--d-model=16", "--n-heads=2", "--n-ctx=16", "--ba
 
 def make_assets(root: Path) -> dict[str, Path]:
     """A tiny GGUF, a Hugging Face GPT-2 folder, a trained run (2 checkpoints), a translator and a classifier."""
+    root.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("GLASSGPT_CACHE")
+    os.environ["GLASSGPT_CACHE"] = str(root / "cache")  # prepared corpora and converted weights stay in here
+    try:
+        return _make_assets(root)
+    finally:
+        if old is None:
+            os.environ.pop("GLASSGPT_CACHE")
+        else:
+            os.environ["GLASSGPT_CACHE"] = old
+
+
+def _make_assets(root: Path) -> dict[str, Path]:
     import gguf_synth as gs
     import torch
 
@@ -122,7 +135,6 @@ def make_assets(root: Path) -> dict[str, Path]:
     from glassgpt.load import Loaded, load_model
     from glassgpt.model import GPT
 
-    root.mkdir(parents=True, exist_ok=True)
     assets = {"gguf": gs.write_gguf(root / "tiny.gguf", gs.tiny_model())}
 
     loaded = load_model(assets["gguf"])
@@ -137,16 +149,8 @@ def make_assets(root: Path) -> dict[str, Path]:
     corpus.write_text(corpus_text(), encoding="utf-8")
     assets["corpus"] = corpus
     run = root / "run"
-    old = os.environ.get("GLASSGPT_CACHE")
-    os.environ["GLASSGPT_CACHE"] = str(root / "cache")
-    try:
-        result = cli(["train", f"--data={corpus}", f"--out-dir={run}", "--max-steps=2", "--checkpoint-every=1"]
-                     + TINY_TRAIN, root, seconds=300)
-    finally:
-        if old is None:
-            os.environ.pop("GLASSGPT_CACHE")
-        else:
-            os.environ["GLASSGPT_CACHE"] = old
+    result = cli(["train", f"--data={corpus}", f"--out-dir={run}", "--max-steps=2", "--checkpoint-every=1"]
+                 + TINY_TRAIN, root, seconds=300)
     assert result.rc == 0, result.err
     assets["run"] = run
 

@@ -293,6 +293,10 @@ def check_gguf_tensors(reader, meta: dict[str, Any], cfg: ModelConfig, path: Pat
             shape = tuple(int(n) for n in reversed(raw[theirs].shape))  # numpy order, (d_out, d_in)
             shapes[ours] = (theirs, shape[::-1] if how.startswith("T") else shape)
     check_shapes(cfg, shapes, gguf_labels(arch), path)
+    n_tokens = len(meta.get("tokenizer.ggml.tokens") or [])
+    if n_tokens > cfg.d_vocab:  # ids past the embedding would fail at the first such token
+        raise CheckpointError(f"{path}: tokenizer.ggml.tokens holds {n_tokens:,} tokens, more than the model's "
+                              f"vocabulary ({cfg.d_vocab:,} rows of token_embd.weight)")
     rope_dims = meta.get(f"{arch}.rope.dimension_count", cfg.d_head)  # after the shapes: a wrong d_model is named
     if cfg.positions == "rope" and rope_dims != cfg.d_head:
         raise CheckpointError(f"{path}: partial RoPE ({arch}.rope.dimension_count = {rope_dims!r} of d_head = "
@@ -391,10 +395,6 @@ def read_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32) -> Mod
     cfg = cfg.replace(tie_embeddings="output.weight" not in raw)
     arch = meta.get("general.architecture")
     check_gguf_tensors(reader, meta, cfg, path)
-    n_tokens = len(meta.get("tokenizer.ggml.tokens") or [])
-    if n_tokens > cfg.d_vocab:  # ids past the embedding would fail at the first such token
-        raise CheckpointError(f"{path}: tokenizer.ggml.tokens holds {n_tokens:,} tokens, more than the model's "
-                              f"vocabulary ({cfg.d_vocab:,} rows of token_embd.weight)")
     tokenizer, bos, eos = tokenizer_from_gguf(meta, path)
     known = {theirs for _, theirs, _ in _expand(cfg.n_layers, arch)}
     unknown = sorted(set(raw) - known)
