@@ -65,8 +65,8 @@ CORPUS_CASES = {  # name: (make the source, extra flags, words)
     "folder-without-text": (_empty_dir, [], ["texts"]),
     "tokenizer-vocab-not-a-number": (lambda f: f / "corpus.txt", ["--tokenizer", "bpe:lots"], ["bpe:lots"]),
     "tokenizer-unknown": (lambda f: f / "corpus.txt", ["--tokenizer", "words"], ["unknown tokenizer 'words'"]),
-    "val-fraction-above-one": (lambda f: f / "corpus.txt", ["--val-fraction", "1.5"], ["val_fraction", "1.5"]),
-    "val-fraction-nan": (lambda f: f / "corpus.txt", ["--val-fraction", "nan"], ["--val-fraction", "finite"]),
+    "val-fraction-above-one": (lambda f: f / "corpus.txt", ["--val-fraction", "1.5"], ["--val-fraction", "1.5"]),
+    "val-fraction-nan": (lambda f: f / "corpus.txt", ["--val-fraction", "nan"], ["--val-fraction", "nan"]),
 }
 
 
@@ -129,7 +129,7 @@ CONFIG_CASES = {  # flags: words
     "--preset=enormous": ["preset", "enormous"],
     "--device=tpu": ["device", "tpu"],
     "--dtype=int8": ["dtype", "int8"],
-    "--colour=blue": ["unknown config key 'colour'"],
+    "--colour=blue": ["unknown config key", "colour"],
 }
 
 
@@ -167,14 +167,14 @@ def gen(folder, *extra, prompt="hello") -> list:
 
 PROMPT_CASES = {  # name: (flags, prompt, words)
     "longer-than-the-context": ([], "the " * 300, ["context window"]),
-    "temperature-nan": (["--temperature", "nan"], "hi", ["--temperature", "finite"]),
-    "temperature-inf": (["--temperature", "inf"], "hi", ["--temperature", "finite"]),
+    "temperature-nan": (["--temperature", "nan"], "hi", ["--temperature", "nan"]),
+    "temperature-inf": (["--temperature", "inf"], "hi", ["--temperature", "inf"]),
     "temperature-negative": (["--temperature", "-1"], "hi", ["temperature"]),
-    "top-p-above-one": (["--top-p", "2"], "hi", ["top_p"]),
-    "top-k-zero": (["--top-k", "0"], "hi", ["top_k"]),
-    "min-p-nan": (["--min-p", "nan"], "hi", ["min-p", "finite"]),
+    "top-p-above-one": (["--top-p", "2"], "hi", ["top-p", "2"]),
+    "top-k-zero": (["--top-k", "0"], "hi", ["top-k", "0"]),
+    "min-p-nan": (["--min-p", "nan"], "hi", ["--min-p", "nan"]),
     "repetition-penalty-inf": (["--repetition-penalty", "inf"], "hi", ["repetition-penalty", "finite"]),
-    "max-new-tokens-negative": (["--max-new-tokens", "-5"], "hi", ["max_new_tokens"]),
+    "max-new-tokens-negative": (["--max-new-tokens", "-5"], "hi", ["max-new-tokens", "-5"]),
 }
 
 
