@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import GlassError
-from .model import GPT
+from .model import GPT, softmax_with_temperature
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Sampler:
     def probs(self, logits: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.filter(logits, previous)
         if self.cfg.temperature == 0:
-            return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+            return softmax_with_temperature(logits, 0)  # greedy: one-hot, ties to the lowest id
         return torch.softmax(logits, dim=-1)
 
     def _filter(self, logits: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:

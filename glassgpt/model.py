@@ -494,11 +494,12 @@ def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
 def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0, dim: int = -1) -> torch.Tensor:
     """Probabilities e^(x/T) / Σ e^(x/T) (G12). T → 0 tends to one-hot on the argmax; large T flattens.
 
-    T = 0 is taken as the limit: all the mass on the largest logit (ties share it).
+    T = 0 means greedy, everywhere in glassgpt (the sampler, the web page's distribution.js): all the mass
+    on the largest logit, and of tied largest logits on the lowest token id.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
-        top = logits == logits.max(dim=dim, keepdim=True).values
-        return top.to(logits.dtype) / top.sum(dim=dim, keepdim=True)
+        top = logits.argmax(dim=dim, keepdim=True)  # the first (lowest) index among ties
+        return torch.zeros_like(logits).scatter_(dim, top, 1.0)
     return torch.softmax(logits / temperature, dim=dim)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .callbacks import MetricsLog, ProgressBar, TimeLimit, make_qk_tracker, plot_losses, say
 from .checkpoint import latest_checkpoint, load_weights, save_checkpoint
@@ -35,19 +34,12 @@ from .sizes import check_memory
 from .targets import claim_folder, is_training_run
 from .train_config import (MODEL_FIELDS, TrainConfig, bundled_configs, make_config, parse_overrides,
                            read_config_file)
-from .trainer import Trainer, make_adamw, rng_state, set_rng_state
+from .trainer import Trainer, make_adamw, next_token_loss, rng_state, set_rng_state
 
 __all__ = ["train", "Run", "next_token_loss", "compile_blocks", "make_callbacks",
            # where they used to live, still importable from here:
            "TrainConfig", "MODEL_FIELDS", "make_config", "parse_overrides", "read_config_file", "bundled_configs",
            "plot_losses", "say"]
-
-
-def next_token_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The pre-training objective (T11): cross-entropy of each position's logits against the next token."""
-    x, y = batch  # (B, T) each
-    logits = model(x)  # (B, T, d_vocab)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
 @dataclass

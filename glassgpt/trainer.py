@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .distributed import mean_over_ranks
@@ -40,6 +41,17 @@ class Batches(Protocol):
     def next(self) -> Any: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def next_token_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The pre-training objective (T11): cross-entropy of each position's logits against the next token.
+
+    batch: (inputs..., targets). A GPT's is (x, y); a translator's (src, tgt_in, tgt_out). Targets of -100
+    (padding) count for nothing.
+    """
+    *inputs, targets = batch  # targets: (B, T)
+    logits = model(*inputs)  # (B, T, d_vocab)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
 def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

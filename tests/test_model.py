@@ -291,6 +291,8 @@ def test_softmax_with_temperature_is_the_seeds_formula():
         e = torch.exp(logits / T)
         assert torch.allclose(softmax_with_temperature(logits, T), e / e.sum())
     assert torch.equal(softmax_with_temperature(logits, 0), torch.tensor([1.0, 0, 0, 0]))
+    tied = torch.tensor([[0.5, 3.0, -1.0, 3.0], [3.0, 3.0, 3.0, 3.0]])
+    assert torch.equal(softmax_with_temperature(tied, 0), torch.tensor([[0.0, 1, 0, 0], [1.0, 0, 0, 0]]))  # lowest id
     assert softmax_with_temperature(logits, 0.01)[0] > 0.999
     flat = softmax_with_temperature(logits, 1000.0)
     assert (flat - 0.25).abs().max() < 1e-3

@@ -4,8 +4,9 @@ import torch
 from glassgpt.errors import CheckpointError
 from glassgpt.seq2seq.checkpoint import load_run, save_run
 from glassgpt.seq2seq.task import Task, TaskConfig
-from glassgpt.seq2seq.train import (TrainConfig, char_accuracy, lr_at, train_translator, translate_batch,
+from glassgpt.seq2seq.train import (TaskBatches, TrainConfig, char_accuracy, train_translator, translate_batch,
                                     translator_config)
+from glassgpt.trainer import NonFiniteLoss, next_token_loss
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,22 @@ def test_broken_checkpoints_are_clear_errors(quick, tmp_path):
         load_run(tmp_path / "nothing")
 
 
-def test_learning_rate_schedule():
-    cfg = TrainConfig(steps=100, lr=1.0, warmup=10)
-    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
-    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+def test_training_goes_through_the_trainer_nan_guard_and_resumable_batches(monkeypatch):
+    task = Task(TaskConfig())
+    cfg = translator_config(task, d_model=16, n_enc_layers=1, n_dec_layers=1)
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        loss = next_token_loss(model, batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr("glassgpt.seq2seq.train.next_token_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="nan at step 3"):  # the Trainer's guard, before the weights change
+        train_translator(task, cfg, TrainConfig(steps=5, batch_size=4, warmup=1))
+    draw = lambda g: (torch.randint(0, 1000, (2,), generator=g),)  # noqa: E731
+    a = TaskBatches(draw, seed=1)
+    a.next()
+    b = TaskBatches(draw, seed=2)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.next()[0], b.next()[0])  # the same examples after a resume

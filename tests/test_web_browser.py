@@ -124,6 +124,29 @@ def test_the_pages_sampling_maths_equals_the_samplers(page, loaded):
         np.testing.assert_allclose(np.array(got), want, atol=2e-5, err_msg=f"T={T} k={k} p={p} min_p={m}")
 
 
+def test_temperature_zero_means_the_same_in_python_and_on_the_page(page):
+    """Greedy everywhere: all the mass on the largest logit, and of tied largest logits on the lowest id."""
+    from glassgpt.model import softmax_with_temperature
+    from glassgpt.web.analysis import sort_logits
+
+    logits = torch.tensor([1.0, 3.0, -2.0, 3.0, 0.5, 3.0])  # ids 1, 3 and 5 tie
+    values, order = sort_logits(logits)  # what the server sends the page
+    js = page.evaluate(
+        """async (sorted) => {
+            const { probabilities } = await import("/static/distribution.js");
+            return Array.from(probabilities(new Float32Array(sorted), { temperature: 0, topK: 0, topP: 1, minP: 0 }));
+        }""",
+        values.tolist(),
+    )
+    on_page = torch.zeros(6).index_copy_(0, order, torch.tensor(js, dtype=torch.float32))  # back to token ids
+    in_python = softmax_with_temperature(logits, 0)
+    sampler = Sampler(SampleConfig(temperature=0))
+    assert torch.equal(in_python, torch.tensor([0.0, 1, 0, 0, 0, 0]))
+    assert torch.equal(on_page, in_python)
+    assert torch.equal(sampler.probs(logits.unsqueeze(0))[0], in_python)
+    assert int(sampler.sample(logits.unsqueeze(0))) == 1
+
+
 def test_moving_the_temperature_slider_changes_the_distribution(page):
     page.wait_for_selector("#bars .bar-row")
     at_1 = bar_values(page)

@@ -60,4 +60,4 @@ def token_labels(tokenizer, ids: Sequence[int]) -> list[str]:
 
 def W_U_of(model: GPT) -> torch.Tensor:
     """The unembedding matrix (d_model, d_vocab), W_Eᵀ for tied models."""
-    return model.embed.W_E.T if model.unembed.W_U is None else model.unembed.W_U
+    return model.W_U

@@ -25,7 +25,7 @@ def vocab_matrix(model: GPT, space: str = "embed") -> torch.Tensor:
     """(d_vocab, d_model): one vector per token — W_E's rows, or W_U's columns."""
     if space not in SPACES:
         raise GlassError(f"space must be one of {SPACES}, got {space!r}")
-    W_U = model.embed.W_E.T if model.unembed.W_U is None else model.unembed.W_U  # (d_model, d_vocab)
+    W_U = model.W_U  # (d_model, d_vocab)
     W = model.embed.W_E if space == "embed" else W_U.T
     return W.detach().float()
 

@@ -1,13 +1,12 @@
 """Training the translator and the fixed-query classifier on their generated tasks.
 
-`fit` is a plain loop that knows nothing about either model: it asks `loss_of(step)` for a
-loss, steps AdamW with warm-up and cosine decay, and calls `on_step(step, loss)` and
-`on_eval(step)` when given. `train_translator` and `train_classifier` wire it to a task.
+Both train through glassgpt.trainer.Trainer, the loop `glassgpt train` uses: the same AdamW groups,
+warm-up and cosine decay, gradient clipping, NaN guard, callbacks and resumable state. What differs
+is only the loss function and the batches: `TaskBatches` draws fresh examples from the task each step.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GlassError
+from ..trainer import Trainer, next_token_loss
 from .decode import greedy
 from .model import EncoderDecoder, Seq2SeqConfig
 from .pooling import PoolConfig, PoolingClassifier
@@ -27,9 +27,11 @@ from .task import Task, TaskConfig
 class TrainConfig:
     steps: int = 600
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 2e-3  # warm-up to lr, then cosine decay to lr / 10 at the last step
     warmup: int = 100
     weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
     grad_clip: float = 1.0
     seed: int = 0
 
@@ -44,36 +46,45 @@ class TrainConfig:
         return asdict(self)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+class TaskBatches:
+    """The Trainer's batches: make(generator) draws fresh examples; the generator's state makes it resumable."""
+
+    def __init__(self, make: Callable[[torch.Generator], tuple], seed: int):
+        self.make, self.generator = make, torch.Generator().manual_seed(seed)
+
+    def next(self) -> tuple:
+        return self.make(self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state().tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
 
 
-def fit(model: nn.Module, loss_of: Callable[[int], torch.Tensor], cfg: TrainConfig,
+class _Losses:
+    """Keeps every step's loss and passes it on as on_step(step from 0, loss)."""
+
+    def __init__(self, on_step: Callable[[int, float], None] | None):
+        self.losses: list[float] = []
+        self.on_step_fn = on_step
+
+    def on_step(self, trainer, step, metrics) -> None:
+        self.losses.append(metrics["loss"])
+        if self.on_step_fn:
+            self.on_step_fn(step - 1, metrics["loss"])
+
+
+def fit(model: nn.Module, loss_fn: Callable, batches: TaskBatches, cfg: TrainConfig,
         on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Minimise loss_of(step) for cfg.steps steps; returns the loss of every step."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith("W_pos")]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n.endswith("W_pos")]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    losses = []
-    model.train()
-    for step in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss = loss_of(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
-        if on_step:
-            on_step(step, losses[-1])
+    """Train for cfg.steps steps through the Trainer; returns the loss of every step."""
+    record = _Losses(on_step)
+    trainer = Trainer(model, loss_fn, batches, max_steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup,
+                      weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), grad_clip=cfg.grad_clip,
+                      callbacks=[record])
+    trainer.fit()
     model.eval()
-    return losses
+    return record.losses
 
 
 # ----------------------------------------------------------------------------- translation
@@ -92,15 +103,13 @@ def train_translator(task: Task, model_cfg: Seq2SeqConfig, cfg: TrainConfig,
         raise GlassError(f"task {task.name!r} is not a translation task")
     torch.manual_seed(cfg.seed)
     model = EncoderDecoder(model_cfg, pad_id=task.src_vocab.pad_id)
-    g = torch.Generator().manual_seed(cfg.seed)
 
-    def loss_of(step: int) -> torch.Tensor:
+    def batch(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         src, tgt_in, tgt_out = task.translation_batch(task.sample_numbers(cfg.batch_size, g))
-        logits = model(src, tgt_in)  # (B, T, tgt_vocab)
-        return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=task.tgt_vocab.pad_id)
+        return src, tgt_in, tgt_out.masked_fill(tgt_out == task.tgt_vocab.pad_id, -100)  # padding counts for nothing
 
     t0 = time.perf_counter()
-    losses = fit(model, loss_of, cfg, on_step)
+    losses = fit(model, next_token_loss, TaskBatches(batch, cfg.seed), cfg, on_step)
     log = {"losses": losses, "train_seconds": time.perf_counter() - t0}
     return model, log
 
@@ -145,14 +154,14 @@ def train_classifier(task: Task, model_cfg: PoolConfig, cfg: TrainConfig,
         raise GlassError(f"task {task.name!r} is not a classification task")
     torch.manual_seed(cfg.seed)
     model = PoolingClassifier(model_cfg, pad_id=task.src_vocab.pad_id)
-    g = torch.Generator().manual_seed(cfg.seed)
 
-    def loss_of(step: int) -> torch.Tensor:
-        src, labels = task.classification_batch(cfg.batch_size, g)
+    def class_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        src, labels = batch  # (B, S), (B,)
         return F.cross_entropy(model(src), labels)
 
     t0 = time.perf_counter()
-    losses = fit(model, loss_of, cfg, on_step)
+    batches = TaskBatches(lambda g: task.classification_batch(cfg.batch_size, g), cfg.seed)
+    losses = fit(model, class_loss, batches, cfg, on_step)
     return model, {"losses": losses, "train_seconds": time.perf_counter() - t0}
 
 

@@ -65,6 +65,12 @@ def b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
 
 
+def sort_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High to low; tied logits keep the lowest id first, so the page's temperature 0 (all the mass on the
+    first) is the sampler's (the lowest id among the largest logits)."""
+    return torch.sort(logits, descending=True, stable=True)
+
+
 @torch.no_grad()
 def next_token(loaded: Loaded, ids: list[int], top_n: int) -> dict:
     """The raw logits at the last position (G12): the top_n tokens by name, and every logit sorted.
@@ -73,7 +79,7 @@ def next_token(loaded: Loaded, ids: list[int], top_n: int) -> dict:
     whole vocabulary's logits (the tail matters at high T), sorted high to low.
     """
     logits = loaded.model(torch.tensor([ids]), last_only=True)[0, -1].float()  # (d_vocab,)
-    sorted_logits, order = torch.sort(logits, descending=True)
+    sorted_logits, order = sort_logits(logits)
     n = min(top_n, logits.shape[0])
     top = [dict(tokview.chip(loaded.tokenizer, i), logit=float(sorted_logits[j]))
            for j, i in enumerate(order[:n].tolist())]

@@ -7,7 +7,7 @@ import { describe, label } from "./tokens.js";
 export function probabilities(sorted, { temperature, topK, topP, minP }) {
   const n = sorted.length;
   const p = new Float64Array(n);
-  if (temperature === 0) {  // the limit T → 0: all the mass on the largest logit
+  if (temperature === 0) {  // greedy: all the mass on the largest logit (the server sorts ties lowest id first)
     p[0] = 1;
     return p;
   }
