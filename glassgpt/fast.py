@@ -23,7 +23,6 @@ file's sha256, so a second load only maps the file into memory.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from .config import ModelConfig
 from .convert import gguf as G
 from .convert.parts import ModelParts
 from .errors import CheckpointError, GlassError
+from .fetch import cache_dir, sha256_file
 from .model import GPT
 from .progress import status
 from .quant import FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes
@@ -229,24 +229,8 @@ def _matrix(t, how: str, heads: dict, shape: tuple, path: Path, G) -> torch.Tens
 # ----------------------------------------------------------------------------- the converted-weights cache
 
 
-def cache_dir() -> Path:
-    """$GLASSGPT_CACHE, else $XDG_CACHE_HOME/glassgpt, else ~/.cache/glassgpt."""
-    if os.environ.get("GLASSGPT_CACHE"):
-        return Path(os.environ["GLASSGPT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "glassgpt"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_path(path: Path, mode: str) -> Path:
-    key = f"{file_sha256(path)}-{mode}-v{CACHE_VERSION}-torch{torch.__version__.split('+')[0]}"
+    key = f"{sha256_file(path, f'hashing {path.name}')}-{mode}-v{CACHE_VERSION}-torch{torch.__version__.split('+')[0]}"
     return cache_dir() / "converted" / f"{key}.safetensors"
 
 
