@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from llama_runner import peak_rss_mb  # one reading of peak memory; that module is stdlib-only
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -191,15 +192,6 @@ def drift(modes: list[str], threads: int, max_new_tokens: int = 32) -> dict:
 
 
 # ----------------------------------------------------------------------------- the table and the plot
-
-
-def peak_rss_mb() -> int:
-    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's, kept across exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024)
-    return -1
 
 
 def main() -> None:
