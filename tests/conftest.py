@@ -32,3 +32,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, one_thread):
+    """The bad-input suite's good files (corpus, GGUF, run, translator, …), built once per module."""
+    from bad_input import make_assets
+
+    return make_assets(tmp_path_factory.mktemp("assets"))

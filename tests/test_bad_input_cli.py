@@ -13,14 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from bad_input import TINY_TRAIN, Result, check_refusal, copy, edit_json, fingerprint, make_assets, refuse
+from bad_input import TINY_TRAIN, Result, check_refusal, copy, edit_json, fingerprint, refuse
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory, one_thread):
-    return make_assets(tmp_path_factory.mktemp("assets"))
 
 
 @pytest.fixture

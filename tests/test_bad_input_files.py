@@ -11,12 +11,7 @@ import base64
 import json
 
 import pytest
-from bad_input import copy, edit_json, make_assets, refuse, rewrite_gguf
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory, one_thread):
-    return make_assets(tmp_path_factory.mktemp("assets"))
+from bad_input import copy, edit_json, refuse, rewrite_gguf
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bad_input import TINY_TRAIN, cli, copy, fingerprint, make_assets, refuse
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory, one_thread):
-    return make_assets(tmp_path_factory.mktemp("assets"))
+from bad_input import TINY_TRAIN, cli, copy, fingerprint, refuse
 
 
 @pytest.fixture
