@@ -11,8 +11,8 @@ import importlib
 __version__ = "0.1.0"
 
 _WHERE = {  # public name → the module that defines it
-    "ModelConfig": "config", "preset": "config", "PretrainedGPT": "pretrained",
-    **{name: "model" for name in ("GPT", "Attention", "Block", "Embedding", "KVCache", "LearnedQueries", "MLP",
+    "ModelConfig": "config", "preset": "config", "PretrainedGPT": "pretrained", "LearnedQueries": "seq2seq.pooling",
+    **{name: "model" for name in ("GPT", "Attention", "Block", "Embedding", "KVCache", "MLP",
                                   "RoPE", "Unembedding", "softmax_with_temperature")},
 }
 __all__ = list(_WHERE)

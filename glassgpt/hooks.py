@@ -112,6 +112,9 @@ class HookedModel:
 
     _hooks: dict[str, Hook]
 
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
     def hook_names(self) -> list[str]:
         """Every activation name run_with_cache accepts, in forward order."""
         return list(self._hooks)
@@ -131,14 +134,19 @@ class HookedModel:
         with attached(self._hooks, fwd_hooks):
             return self(*inputs, **forward_kwargs)
 
-    def _cached_run(self, run: Callable[[], torch.Tensor], names, hooks: dict[str, HookFn] | None = None,
-                    detach: bool = True) -> tuple[torch.Tensor, ActivationCache]:
-        """Call `run()` with the named activations saved; return (its output, the activations in forward order)."""
+    def run_with_cache(self, *inputs, names: "str | Iterable[str] | Callable[[str], bool] | None" = "all",
+                       hooks: dict[str, HookFn] | None = None, detach: bool = True,
+                       **forward_kwargs) -> tuple[torch.Tensor, ActivationCache]:
+        """Run the model on `inputs` and return (its output, the activations by name, in forward order).
+
+        names: 'all', one name, a glob such as 'blocks.*.attn.pattern', a list, or a predicate.
+        hooks: extra hook functions (e.g. to patch an activation) active during the run.
+        """
         cache = ActivationCache()
 
         def save(x: torch.Tensor, name: str) -> None:
             cache[name] = x.detach() if detach else x
 
         with attached(self._hooks, hooks or {}), attached(self._hooks, {n: save for n in select(self._hooks, names)}):
-            out = run()
+            out = self(*inputs, **forward_kwargs)
         return out, ActivationCache((n, cache[n]) for n in self._hooks if n in cache)

@@ -19,15 +19,13 @@ are listed in `glassgpt.config`. Nothing here is about speed: the KV cache lives
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .errors import ContextLengthError, GlassError
-from .hooks import ActivationCache, Hook, HookedModel, HookFn, name_hooks
+from .errors import check_tokens
+from .hooks import Hook, HookedModel, name_hooks
 from .kv_cache import KVCache, LayerKV
 
 
@@ -245,25 +243,6 @@ class Attention(nn.Module):
             dropout_p=self.dropout_p if self.training else 0.0, enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, d_head)
 
-    # Per-head views of the weights, for inspection (T10, T16).
-    def head_weights(self, h: int) -> dict[str, torch.Tensor]:
-        """W_Q, W_K, W_V: (d_model, d_head) and W_O: (d_head, d_model) of query head h."""
-        g = h // (self.n_heads // self.n_kv_heads)  # the key/value head that serves query head h
-        cols = slice(h * self.d_head, (h + 1) * self.d_head)
-        kv_cols = slice(g * self.d_head, (g + 1) * self.d_head)
-        return {"W_Q": self.W_Q[:, cols], "W_K": self.W_K[:, kv_cols], "W_V": self.W_V[:, kv_cols],
-                "W_O": self.W_O[cols, :]}
-
-    def W_OV(self, h: int) -> torch.Tensor:
-        """The single combined value map of head h (T10): W_V (down) · W_O (up), (d_model, d_model)."""
-        w = self.head_weights(h)
-        return w["W_V"] @ w["W_O"]
-
-    def W_QK(self, h: int) -> torch.Tensor:
-        """The bilinear form behind head h's scores (ignoring RoPE and biases): W_Q · W_Kᵀ, (d_model, d_model)."""
-        w = self.head_weights(h)
-        return w["W_Q"] @ w["W_K"].T
-
 
 # ----------------------------------------------------------------------------- MLP
 
@@ -305,8 +284,8 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """The transformer block (G8): x + Attention(norm(x)), then x + MLP(norm(x)) — pre-norm, two residual adds (T7).
 
-    With `cross=True` (the decoder of an encoder-decoder) a cross-attention sub-layer sits
-    between the two, its queries from x and its keys and values from `context`.
+    With `cross=True` (the decoder of an encoder-decoder, glassgpt.seq2seq) a cross-attention sub-layer
+    sits between the two, its queries from x and its keys and values from `context`.
     """
 
     def __init__(self, cfg: ModelConfig, causal: bool = True, cross: bool = False, rope: "RoPE | None" = None):
@@ -332,27 +311,6 @@ class Block(nn.Module):
         x = self.hook_resid_mid(x)
         x = x + self.mlp(self.ln2(x))
         return self.hook_resid_post(x)
-
-
-class LearnedQueries(nn.Module):
-    """Fixed learned queries (T5): n_queries learned vectors attend over a sequence (pooling, memory).
-
-    The queries are parameters, not computed from the input: every sequence is asked the
-    same questions. Returns (B, n_queries, d_model); the pattern is (B, H, n_queries, T).
-    """
-
-    def __init__(self, cfg: ModelConfig, n_queries: int):
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(n_queries, cfg.d_model) * 0.02)  # (n_queries, d_model)
-        self.attn = Attention(cfg, causal=False, cross=True)
-        for W in (self.attn.W_Q, self.attn.W_K, self.attn.W_V, self.attn.W_O):
-            nn.init.normal_(W, std=0.02)
-
-    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B = hidden.shape[0]
-        x = self.queries.unsqueeze(0).expand(B, -1, -1)  # (B, n_queries, d_model)
-        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, T)
-        return self.attn(x, context=hidden, mask=mask)
 
 
 # ----------------------------------------------------------------------------- unembedding
@@ -416,7 +374,7 @@ class GPT(HookedModel, nn.Module):
             tokens = tokens.unsqueeze(0)
         B, T = tokens.shape
         offset = 0 if cache is None else cache.length
-        self.check_tokens(tokens, offset)
+        check_tokens(tokens, self.cfg.d_vocab, self.cfg.n_ctx, offset)
         if positions is None:
             positions = torch.arange(offset, offset + T, device=tokens.device).unsqueeze(0)  # (1, T)
         mask = None  # None: causal from key 0 for a fresh pass or a one-token step (the fused kernel's fast case)
@@ -434,46 +392,10 @@ class GPT(HookedModel, nn.Module):
         """The unembedding (d_model, d_vocab), tied or not: logits = final_norm(x)·W_U."""
         return self.unembed.matrix(self.embed.W_E)
 
-    def check_tokens(self, tokens: torch.Tensor, offset: int = 0) -> None:
-        """The context window (G11) and the vocabulary are hard limits: say so clearly."""
-        T = tokens.shape[-1]
-        if offset + T > self.cfg.n_ctx:
-            raise ContextLengthError(
-                f"{offset + T} tokens exceed the context window of {self.cfg.n_ctx} tokens"
-                + (f" ({offset} already cached)" if offset else "")
-            )
-        if T == 0:
-            raise GlassError("the input has no tokens")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
-            raise GlassError(f"token ids must lie in [0, {self.cfg.d_vocab}), got {int(tokens.min())}..{int(tokens.max())}")
-
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.n_layers)
 
-    # -- seeing inside (hook_names() and hooks() come from HookedModel)
-
-    def run_with_cache(
-        self,
-        tokens: torch.Tensor,
-        names: "str | Iterable[str] | Callable[[str], bool] | None" = "all",
-        hooks: dict[str, HookFn] | None = None,
-        detach: bool = True,
-        **forward_kwargs,
-    ) -> tuple[torch.Tensor, ActivationCache]:
-        """Run the model and return (logits, activations by name).
-
-        names: 'all', one name, a glob such as 'blocks.*.attn.pattern', a list, or a predicate.
-        hooks: extra hook functions (e.g. to patch an activation) active during the run.
-        """
-        return self._cached_run(lambda: self(tokens, **forward_kwargs), names, hooks, detach)
-
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.embed.W_E.numel()
-            if self.embed.W_pos is not None:
-                n -= self.embed.W_pos.numel()
-        return n
+    # seeing inside: run_with_cache(), run_with_hooks(), hooks(), hook_names() come from HookedModel
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 
 from glassgpt.config import ModelConfig
 from glassgpt.errors import GlassError
-from glassgpt.inspect.patching import (ACTIVATIONS, activation_patching, head_weights, logit_diff, to_str_tokens,
+from glassgpt.inspect.patching import (ACTIVATIONS, activation_patching, logit_diff, to_str_tokens,
                                        to_tokens)
 from glassgpt.model import GPT
 from glassgpt.tokenizer import BPETokenizer
@@ -142,24 +142,3 @@ def test_to_tokens_and_to_str_tokens():
     assert to_str_tokens(tok, ids) == pieces
     assert to_tokens(tok, "The", prepend_bos=True)[0, 0].item() == tok.bos_id
     assert to_str_tokens(tok, "The", prepend_bos=True)[0] == "<s>"
-
-
-def test_per_head_views_have_transformerlens_shapes_and_mean_the_same_heads(model):
-    attn = model.blocks[1].attn
-    w = head_weights(model, 1)
-    H, D, d = model.cfg.n_heads, model.cfg.d_model, model.cfg.d_head
-    assert w["W_Q"].shape == w["W_K"].shape == w["W_V"].shape == (H, D, d) and w["W_O"].shape == (H, d, D)
-    assert w["b_Q"].shape == w["b_K"].shape == (H, d)
-    for h in range(H):
-        for name, t in attn.head_weights(h).items():
-            assert torch.equal(w[name][h], t), (name, h)
-    # the attention output is the sum over heads of z_h · W_O[h] (plus b_O)
-    x = torch.tensor([CLEAN])
-    with torch.no_grad():
-        _, cache = model.run_with_cache(x, names=["blocks.1.attn.z", "blocks.1.attn.out"])
-        z = cache["blocks.1.attn.z"][0]  # (H, T, d)
-        by_head = torch.einsum("htd,hdm->tm", z, w["W_O"]) + attn.b_O
-    torch.testing.assert_close(by_head, cache["blocks.1.attn.out"][0], atol=1e-4, rtol=1e-4)
-    with torch.no_grad():  # W_Q is a view: editing it edits the model
-        w["W_Q"][2, 0, 0] = 123.0
-    assert attn.W_Q[0, 2 * d].item() == 123.0

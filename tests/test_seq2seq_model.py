@@ -136,7 +136,7 @@ def test_wide_beam_finds_the_best_sequence():
 
 def test_limits_are_clear_errors():
     model = tiny()
-    with pytest.raises(ContextLengthError, match="at most 6"):
+    with pytest.raises(ContextLengthError, match="7 tokens in the source exceed the context window of 6"):
         model.encode(torch.tensor([[3] * 7]))
     with pytest.raises(GlassError, match=r"\[0, 9\)"):
         model.encode(torch.tensor([[3, 9]]))

@@ -1,7 +1,7 @@
 import torch
 
-from glassgpt.model import LearnedQueries
-from glassgpt.seq2seq.pooling import PoolConfig, PoolingClassifier
+from glassgpt.config import ModelConfig
+from glassgpt.seq2seq.pooling import LearnedQueries, PoolConfig, PoolingClassifier
 from glassgpt.seq2seq.task import Task, TaskConfig
 from glassgpt.seq2seq.train import TrainConfig, accuracy, classifier_config, train_classifier
 
@@ -46,3 +46,18 @@ def test_quick_training_beats_chance():
                                   TrainConfig(steps=80, batch_size=64, lr=3e-3, warmup=10))
     assert sum(log["losses"][-10:]) / 10 < sum(log["losses"][:10]) / 10
     assert accuracy(model, task, n=1000) > 0.7  # chance is 0.5
+
+
+def test_fixed_learned_queries_pool_a_sequence_whatever_its_order():
+    cfg = ModelConfig(d_vocab=16, n_ctx=32, d_model=64, n_layers=1, n_heads=4)
+    pool = LearnedQueries(cfg, n_queries=3)
+    hidden = torch.randn(2, 10, cfg.d_model)
+    out = pool(hidden)
+    assert out.shape == (2, 3, cfg.d_model)
+    perm = torch.randperm(10)
+    assert torch.allclose(pool(hidden[:, perm]), out, atol=1e-5)  # no positions: a set, not a sequence
+    key_mask = torch.ones(2, 10, dtype=torch.bool)
+    key_mask[:, 7:] = False
+    changed = hidden.clone()
+    changed[:, 7:] = torch.randn(2, 3, cfg.d_model)
+    assert torch.allclose(pool(changed, key_mask), pool(hidden, key_mask), atol=1e-6)

@@ -78,13 +78,13 @@ def _at_least_one(args, name: str) -> None:
 def _encode(loaded, text: str):
     import torch
 
-    from ..errors import GlassError
+    from ..errors import GlassError, check_tokens
 
     ids = loaded.tokenizer.encode(text)
     if not ids:
         raise GlassError("the text has no tokens")
     tokens = torch.tensor(ids, dtype=torch.long)
-    loaded.model.check_tokens(tokens)  # the context window, said clearly (G11)
+    check_tokens(tokens, loaded.model.cfg.d_vocab, loaded.model.cfg.n_ctx)  # the context window, said clearly (G11)
     return tokens
 
 

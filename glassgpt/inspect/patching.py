@@ -10,8 +10,8 @@ grid shows where the model carries the fact, and when it moves from the word to 
 The two unpatched runs are the grid's controls: the metric on the clean run (all of the answer)
 and on the corrupted run (none of it). `PatchResult.normalised()` puts each cell on that scale.
 
-Also here, for people coming from TransformerLens: `to_tokens`, `to_str_tokens` and per-head
-weight views shaped (n_heads, d_model, d_head). (`model.run_with_hooks` is on every glassgpt model.)
+Also here, for people coming from TransformerLens: `to_tokens` and `to_str_tokens`. (Per-head
+weight views are in `glassgpt.inspect.weights`; `model.run_with_hooks` is on every glassgpt model.)
 """
 
 from __future__ import annotations
@@ -54,36 +54,6 @@ def to_str_tokens(tokenizer, text: "str | torch.Tensor | Sequence[int]", prepend
     """Each token as the text it stands for (from a string or from ids), e.g. ['The', ' capital', ' of', …]."""
     ids = to_tokens(tokenizer, text, prepend_bos) if isinstance(text, str) else as_batch(text)
     return [tokenizer.decode([int(i)]) for i in ids[0]]
-
-
-# ----------------------------------------------------------------------------- per-head weight views
-
-
-def head_weights(model: GPT, layer: int) -> dict[str, torch.Tensor]:
-    """Layer `layer`'s attention weights split by head, as TransformerLens shapes them:
-
-        W_Q, W_K, W_V: (n_heads, d_model, d_head)    W_O: (n_heads, d_head, d_model)
-        b_Q, b_K, b_V: (n_heads, d_head)             (when the model has biases)
-
-    W_Q and W_O are views of the parameters (editing them edits the model). With grouped-query
-    attention (n_kv_heads < n_heads) each query head gets a copy of the key/value head it shares.
-    """
-    attn = model.blocks[layer].attn
-    H, H_kv, d = attn.n_heads, attn.n_kv_heads, attn.d_head
-    D = attn.W_Q.shape[0]
-    group = H // H_kv
-
-    def by_head(W: torch.Tensor, heads: int) -> torch.Tensor:  # (D, heads·d) → (heads, D, d)
-        W = W.view(D, heads, d).permute(1, 0, 2)
-        return W if heads == H else W.repeat_interleave(group, dim=0)
-
-    out = {"W_Q": by_head(attn.W_Q, H), "W_K": by_head(attn.W_K, H_kv), "W_V": by_head(attn.W_V, H_kv),
-           "W_O": attn.W_O.view(H, d, D)}  # (H·d, D) → (H, d, D)
-    if attn.b_Q is not None:
-        out["b_Q"] = attn.b_Q.view(H, d)
-        out["b_K"] = attn.b_K.view(H_kv, d).repeat_interleave(group, dim=0)
-        out["b_V"] = attn.b_V.view(H_kv, d).repeat_interleave(group, dim=0)
-    return out
 
 
 # ----------------------------------------------------------------------------- metrics

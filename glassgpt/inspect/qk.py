@@ -30,6 +30,7 @@ from ..io import write_atomic
 from ..model import GPT
 from .common import evaluating
 from .heads import head_scores
+from .weights import head_weights
 
 PROBE_TEXT = (
     "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
@@ -50,12 +51,11 @@ def qk_geometry(model: GPT) -> dict[str, list]:
     """Per layer and head: the W_Q/W_K cosine, principal angles and norms (weights only, no forward pass)."""
     out: dict[str, list] = {k: [] for k in ("qk_cosine", "principal_cos", "angles_deg", "norm_Q", "norm_K")}
     with torch.no_grad():
-        for block in model.blocks:
-            attn = block.attn
+        for layer in range(model.cfg.n_layers):
+            w = head_weights(model, layer)
             row = {k: [] for k in out}
-            for h in range(attn.n_heads):
-                w = attn.head_weights(h)
-                W_Q, W_K = w["W_Q"].float(), w["W_K"].float()  # (d_model, d_head)
+            for h in range(model.cfg.n_heads):
+                W_Q, W_K = w["W_Q"][h].float(), w["W_K"][h].float()  # (d_model, d_head)
                 cosines = principal_angle_cosines(W_Q, W_K)
                 row["qk_cosine"].append(float(F.cosine_similarity(W_Q.flatten(), W_K.flatten(), dim=0)))
                 row["principal_cos"].append(float(cosines.mean()))

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig, from_dict
-from ..errors import ContextLengthError, GlassError
-from ..hooks import ActivationCache, Hook, HookedModel, name_hooks
+from ..errors import GlassError, check_tokens
+from ..hooks import Hook, HookedModel, name_hooks
 from ..kv_cache import KVCache
 from ..model import Block, Embedding, Unembedding, init_weights, make_norm
 
@@ -140,12 +140,12 @@ class EncoderDecoder(HookedModel, nn.Module):
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: src (B, S), tgt (B, T) = <bos> + target → logits (B, T, tgt_vocab)."""
         memory, src_mask = self.encode(src)
-        self.check(tgt, self.cfg.tgt_vocab, self.cfg.tgt_ctx, "target")
+        check_tokens(tgt, self.cfg.tgt_vocab, self.cfg.tgt_ctx, what="target")
         return self.decoder(tgt, memory, src_mask)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) → memory (B, S, d_model) and the source mask (B, S), True for real tokens."""
-        self.check(src, self.cfg.src_vocab, self.cfg.src_ctx, "source")
+        check_tokens(src, self.cfg.src_vocab, self.cfg.src_ctx, what="source")
         src_mask = src != self.pad_id  # (B, S)
         if not bool(src_mask.any(dim=1).all()):
             raise GlassError("every source needs at least one token that is not <pad>")
@@ -154,33 +154,9 @@ class EncoderDecoder(HookedModel, nn.Module):
     def decode(self, tgt, memory, src_mask, cache=None, cross_cache=None) -> torch.Tensor:
         """One decoder call (see Decoder.forward); with caches, tgt holds only the new tokens."""
         offset = 0 if cache is None else cache.length
-        self.check(tgt, self.cfg.tgt_vocab, self.cfg.tgt_ctx, "target", offset)
+        check_tokens(tgt, self.cfg.tgt_vocab, self.cfg.tgt_ctx, offset, "target")
         return self.decoder(tgt, memory, src_mask, cache, cross_cache)
 
     def new_caches(self) -> tuple[KVCache, KVCache]:
         """(self-attention cache, cross-attention cache) for the decoder."""
         return KVCache(self.cfg.n_dec_layers), KVCache(self.cfg.n_dec_layers)
-
-    @staticmethod
-    def check(tokens: torch.Tensor, d_vocab: int, n_ctx: int, what: str, offset: int = 0) -> None:
-        T = tokens.shape[-1]
-        if offset + T > n_ctx:
-            raise ContextLengthError(f"the {what} has {offset + T} tokens; the model takes at most {n_ctx}")
-        if T == 0:
-            raise GlassError(f"the {what} has no tokens")
-        if int(tokens.min()) < 0 or int(tokens.max()) >= d_vocab:
-            raise GlassError(f"{what} token ids must lie in [0, {d_vocab})")
-
-    # -- seeing inside (as GPT: hook_names() and hooks() from HookedModel, run_with_cache())
-
-    def run_with_cache(
-        self,
-        src: torch.Tensor,
-        tgt: torch.Tensor,
-        names: "str | Iterable[str] | Callable[[str], bool] | None" = "all",
-    ) -> tuple[torch.Tensor, ActivationCache]:
-        """Teacher-forced run; returns (logits, activations by name), e.g. names='decoder.blocks.*.cross_attn.pattern'."""
-        return self._cached_run(lambda: self(src, tgt), names)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -19,9 +19,8 @@ from torch import nn
 
 from ..config import ModelConfig, from_dict
 from ..errors import GlassError
-from ..hooks import ActivationCache, HookedModel, name_hooks
-from ..model import LearnedQueries, make_norm
-from ..model import init_weights
+from ..hooks import HookedModel, name_hooks
+from ..model import Attention, init_weights, make_norm
 from .model import Encoder
 
 
@@ -59,6 +58,27 @@ class PoolConfig:
         return from_dict(cls, data, GlassError)
 
 
+class LearnedQueries(nn.Module):
+    """Fixed learned queries (T5): n_queries learned vectors attend over a sequence (pooling, memory).
+
+    The queries are parameters, not computed from the input: every sequence is asked the
+    same questions. Returns (B, n_queries, d_model); the pattern is (B, H, n_queries, T).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_queries: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_queries, cfg.d_model) * 0.02)  # (n_queries, d_model)
+        self.attn = Attention(cfg, causal=False, cross=True)
+        for W in (self.attn.W_Q, self.attn.W_K, self.attn.W_V, self.attn.W_O):
+            nn.init.normal_(W, std=0.02)
+
+    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B = hidden.shape[0]
+        x = self.queries.unsqueeze(0).expand(B, -1, -1)  # (B, n_queries, d_model)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, T)
+        return self.attn(x, context=hidden, mask=mask)
+
+
 class PoolingClassifier(HookedModel, nn.Module):
     def __init__(self, cfg: PoolConfig, pad_id: int = 0):
         super().__init__()
@@ -84,9 +104,3 @@ class PoolingClassifier(HookedModel, nn.Module):
         hidden = self.encoder(src, key_mask)  # (B, T, d_model)
         pooled = self.norm(self.pool(hidden, key_mask))  # (B, n_queries, d_model): one answer per query
         return pooled.reshape(B, -1) @ self.W_cls + self.b_cls  # (B, n_queries·d_model) → (B, n_classes)
-
-    def run_with_cache(self, src: torch.Tensor, names="pool.attn.pattern") -> tuple[torch.Tensor, ActivationCache]:
-        return self._cached_run(lambda: self(src), names)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -10,7 +10,8 @@ to the --out folder, all facts to tour.json.
 
     core.py       the Tour, the step budgets, the toy models
     gpt.py        G1–G12
-    attention.py  T1–T16
+    attention.py  T1–T8: what attention computes
+    weights.py    T9–T16: attention's weights, and how they are learned
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from ..errors import GlassError
 from ..io import write_json
 from . import attention as _t
 from . import gpt as _g
+from . import weights as _w
 from .core import FULL, QUICK, Budget, Toy, Tour, train_toy
 
 __all__ = ["Budget", "FULL", "QUICK", "STOPS", "Tour", "Toy", "run_tour", "select_stops", "train_toy"]
 
 STOPS: list[tuple[str, Callable[[Tour], dict]]] = (
-    [(f"G{i}", getattr(_g, f"g{i}")) for i in range(1, 13)] + [(f"T{i}", getattr(_t, f"t{i}")) for i in range(1, 17)]
+    [(f"G{i}", getattr(_g, f"g{i}")) for i in range(1, 13)]
+    + [(f"T{i}", getattr(_t, f"t{i}")) for i in range(1, 9)]
+    + [(f"T{i}", getattr(_w, f"t{i}")) for i in range(9, 17)]
 )
 
 

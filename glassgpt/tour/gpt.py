@@ -321,7 +321,7 @@ def g11(t: Tour) -> dict:
     m = t.smol().model
     n = m.cfg.n_ctx
     try:
-        m.check_tokens(torch.zeros(1, n + 1, dtype=torch.long))
+        m(torch.zeros(1, n + 1, dtype=torch.long))  # the model refuses before computing anything
         message = ""
     except ContextLengthError as e:
         message = str(e)
