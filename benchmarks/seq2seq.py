@@ -23,8 +23,8 @@ from glassgpt.io import write_json
 from glassgpt.seq2seq import plots
 from glassgpt.seq2seq.decode import beam_search, greedy
 from glassgpt.seq2seq.task import Task, TaskConfig
-from glassgpt.seq2seq.train import (accuracy, classifier_config, default_train_config, exact_match,
-                                    train_classifier, train_translator, translator_config)
+from glassgpt.seq2seq.train import (TrainConfig, accuracy, classifier_config, exact_match, train_classifier,
+                                    train_translator, translator_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -33,7 +33,7 @@ DOCS = ROOT / "docs"
 
 def translation(task_name: str, beam_examples: int, draw: bool) -> dict:
     task = Task(TaskConfig(name=task_name))
-    model_cfg, train_cfg = translator_config(task), default_train_config(task.cfg)
+    model_cfg, train_cfg = translator_config(task), TrainConfig(task=task_name)
     cpu0 = time.process_time()
     model, log = train_translator(task, model_cfg, train_cfg)
     cpu = time.process_time() - cpu0  # CPU time of all threads: less sensitive than wall time to other jobs
@@ -67,7 +67,7 @@ def translation(task_name: str, beam_examples: int, draw: bool) -> dict:
 
 def classification(draw: bool) -> dict:
     task = Task(TaskConfig(name="sorted"))
-    model_cfg, train_cfg = classifier_config(task), default_train_config(task.cfg)
+    model_cfg, train_cfg = classifier_config(task), TrainConfig(task="sorted")
     cpu0 = time.process_time()
     model, log = train_classifier(task, model_cfg, train_cfg)
     cpu = time.process_time() - cpu0

@@ -28,6 +28,7 @@ from .config import FIELD_NAMES, ModelConfig
 from .errors import CheckpointError, GlassError
 from .io import load_tensors, read_json, save_tensors, write_json
 from .sizes import check_config
+from .trainer import parse_rng_state
 
 CHECKPOINTS = "checkpoints"
 TRAIN_CONFIG = "train_config.json"
@@ -56,9 +57,9 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: Mode
     shutil.rmtree(tmp, ignore_errors=True)
     save_tensors(tmp / "model.safetensors", model.state_dict())
     write_json(tmp / "model_config.json", model_cfg.to_dict())
-    opt_tensors, opt_meta = _flatten_optimizer(state["optimizer"])
+    opt_tensors, opt_meta = flatten_optimizer(state["optimizer"])
     save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-    files = {name: _file_sha256(tmp / name) for name in ("model.safetensors", "optimizer.safetensors")}
+    files = {name: file_sha256(tmp / name) for name in ("model.safetensors", "optimizer.safetensors")}
     ranks = {"rng_ranks": state["rng_ranks"]} if state.get("rng_ranks") else {}  # torchrun: every rank's RNG
     write_json(tmp / "state.json", {"step": step, "data": state["data"], "rng": state["rng"], **ranks,
                                     "optimizer": opt_meta, "sha256": files})
@@ -95,7 +96,7 @@ def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"missing file: {file}")
-        if _file_sha256(file) != sums.get(name):
+        if file_sha256(file) != sums.get(name):
             raise CheckpointError(f"{file}: corrupt or truncated (its sha256 does not match state.json)")
     config = read_json(path / "model_config.json")
     if not isinstance(config, dict):
@@ -106,7 +107,7 @@ def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
     weights = load_tensors(path / "model.safetensors")
     state = {"step": step, "data": meta.get("data", {}), "rng": meta.get("rng"), "rng_ranks": meta.get("rng_ranks")}
     if with_optimizer:
-        state["optimizer"] = _unflatten_optimizer(load_tensors(path / "optimizer.safetensors"), meta["optimizer"])
+        state["optimizer"] = unflatten_optimizer(load_tensors(path / "optimizer.safetensors"), meta["optimizer"])
     return Checkpoint(path, step, model_cfg, weights, state)
 
 
@@ -115,7 +116,6 @@ def check_state(meta, source: Path, resume: bool = True) -> None:
 
     resume=False (reading only the weights, to run the model): just the step and the checksums.
     """
-    from .trainer import parse_rng_state
 
     def bad(field: str, why: str) -> CheckpointError:
         return CheckpointError(f"{source}: {field} {why}")
@@ -138,6 +138,14 @@ def check_state(meta, source: Path, resume: bool = True) -> None:
     for key in ("seed", "global_batch"):
         if key in data and not _count(data[key]):
             raise bad(f"data.{key}", f"must be a non-negative integer, got {data[key]!r}")
+    check_rng_and_optimizer(meta, source)
+
+
+def check_rng_and_optimizer(meta: dict, source: Path) -> None:
+    """The saved random states and the optimizer's JSON part (rng, rng_ranks, optimizer) of a trainer state."""
+    def bad(field: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{source}: {field} {why}")
+
     ranks = meta.get("rng_ranks", [])
     if not isinstance(ranks, list):
         raise bad("rng_ranks", "must be a list of random states, one per process")
@@ -224,7 +232,7 @@ def is_run_folder(path: str | Path) -> bool:
 # ----------------------------------------------------------------------------- optimizer state as safetensors + JSON
 
 
-def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """torch's optimizer state_dict → tensors named '{param}.{key}' and JSON for the rest."""
     tensors, scalars = {}, {}
     for idx, per_param in sd["state"].items():
@@ -237,7 +245,7 @@ def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for name, value in list(tensors.items()) + list(meta.get("scalars", {}).items()):
         idx, key = name.split(".", 1)
@@ -246,7 +254,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

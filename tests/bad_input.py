@@ -166,8 +166,12 @@ def _make_assets(root: Path) -> dict[str, Path]:
             model = EncoderDecoder(S.translator_config(task, d_model=16), pad_id=task.src_vocab.pad_id)
         else:
             model = PoolingClassifier(S.classifier_config(task, d_model=16), pad_id=task.src_vocab.pad_id)
-        assets[name] = save_run(root / name, model.eval(), task, S.default_train_config(task.cfg).to_dict(),
+        assets[name] = save_run(root / name, model.eval(), task, S.TrainConfig(task=task_name).to_dict(),
                                 {"train_seconds": 0.0})
+    result = cli(["seq2seq", "train", "--out", root / "resumable", "--steps=2", "--d-model=16", "--batch-size=4",
+                  "--no-eval", "--threads=1"], root, seconds=300)  # a run with its trainer state, for --resume
+    assert result.rc == 0, result.err
+    assets["resumable"] = root / "resumable"
     return assets
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def folder(tmp_path, monkeypatch, assets):
     """A working folder holding a corpus, a model and a run, all of which must come through untouched."""
     monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
-    for name in ("corpus", "gguf", "run", "translator", "classifier"):
+    for name in ("corpus", "gguf", "run", "translator", "classifier", "resumable"):
         copy(assets[name], tmp_path)
     return tmp_path
 
@@ -242,6 +242,10 @@ def translate(f: Path) -> list:
     return ["seq2seq", "translate", "12", "--run", f / "translator"]
 
 
+def resume(run: Path, *extra) -> list:
+    return ["seq2seq", "train", "--resume", run, "--threads=1", *extra]
+
+
 SEQ2SEQ_CASES = {  # name: (argv from the folder, words)
     "translate-missing-run": (lambda f: ["seq2seq", "translate", "12", "--run", f / "gone"], ["gone"]),
     "translate-with-a-classifier": (lambda f: ["seq2seq", "translate", "12", "--run", f / "classifier"],
@@ -257,6 +261,20 @@ SEQ2SEQ_CASES = {  # name: (argv from the folder, words)
     "train-d-model-zero": (lambda f: ["seq2seq", "train", "--d-model", "0", "--out", f / "s"], ["--d-model"]),
     "train-lr-nan": (lambda f: ["seq2seq", "train", "--lr", "nan", "--out", f / "s"], ["--lr", "finite"]),
     "train-steps-zero": (lambda f: ["seq2seq", "train", "--steps", "0", "--out", f / "s"], ["steps"]),
+    "resume-missing": (lambda f: resume(f / "gone"), ["gone", "no such folder"]),
+    "resume-a-file": (lambda f: resume(f / "corpus.txt"), ["corpus.txt", "not a seq2seq run"]),
+    "resume-a-training-run": (lambda f: resume(f / "run"), ["run", "not a seq2seq run"]),
+    "resume-without-trainer-state": (lambda f: resume(f / "translator"), ["translator", "no trainer state"]),
+    "resume-damaged-trainer-state": (lambda f: after((f / "resumable" / "trainer.safetensors").write_bytes(b"\0" * 9),
+                                                     resume(f / "resumable", "--steps=4")),
+                                     ["trainer.safetensors", "does not match"]),
+    "resume-weights-of-another-step": (lambda f: after(copy(f / "translator" / "model.safetensors", f / "resumable"),
+                                                       resume(f / "resumable", "--steps=4")),
+                                       ["model.safetensors", "does not match"]),
+    "resume-and-overwrite": (lambda f: resume(f / "resumable", "--steps=4", "--overwrite"), ["choose one"]),
+    "resume-a-finished-run": (lambda f: resume(f / "resumable"), ["already trained 2 steps", "--steps"]),
+    "resume-another-task": (lambda f: resume(f / "resumable", "--steps=4", "--task=sorted"), ["--task", "cannot change"]),
+    "resume-elsewhere": (lambda f: resume(f / "resumable", "--steps=4", "--out", f / "new"), ["leave out --out"]),
     "run-config-vs-weights": (lambda f: after(edit_json(f / "translator" / "config.json",
                                                         lambda c: c["model"].update(d_model=32)), translate(f)),
                               ["model.safetensors", "do not fit"]),

@@ -3,6 +3,7 @@
     glassgpt seq2seq train --task digits-to-words --out runs/num2words
     glassgpt seq2seq translate --model runs/num2words 1947 --beam 4 --plot align.png
     glassgpt seq2seq train --task sorted --out runs/sorted
+    glassgpt seq2seq train --resume runs/num2words --steps=1200
     glassgpt seq2seq classify --model runs/sorted 1337 1373 --plot queries.png
 """
 
@@ -11,7 +12,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_runtime_args, command, positive_int, set_threads
+from .common import UsageError, add_runtime_args, command, positive_int, set_threads
+
+
+TRAIN_EPILOG = """\
+Every TrainConfig key (glassgpt/seq2seq/train.py) is an override, --key=value or --key value: --task
+(digits-to-words, words-to-digits, sorted) --max-number --d-model --steps --batch-size --lr --warmup
+--decay-steps --weight-decay --beta1 --beta2 --grad-clip --seed --checkpoint-every --eval. Unset steps, lr and
+warmup take the task's defaults. The run folder keeps the trainer state: --resume RUN continues it (give a larger
+--steps; set --decay-steps at the start to stop early and continue on the same schedule).
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,19 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     t = command(actions, "train", "train a translator (digits-to-words, words-to-digits) or a classifier (sorted)",
                 ["glassgpt seq2seq train --task digits-to-words --out runs/num2words",
-                 "glassgpt seq2seq train --task sorted --out runs/sorted --steps 3000"])
-    t.add_argument("--task", default="digits-to-words", type=task_name, help="digits-to-words (default), words-to-digits, sorted")
-    t.add_argument("--out", help="run folder to write (default runs/seq2seq-<task>)")
-    t.add_argument("--steps", type=positive_int, help="optimizer steps (default 600 for translation, 3000 for sorted)")
-    t.add_argument("--batch-size", type=positive_int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--d-model", type=positive_int, help="width of the residual stream")
-    t.add_argument("--max-number", type=int, default=9999, help="translation: numbers 0..N (default 9999)")
+                 "glassgpt seq2seq train --task=sorted --out runs/sorted --steps=3000",
+                 "glassgpt seq2seq train --steps=300 --decay-steps=600 --out runs/w; "
+                 "glassgpt seq2seq train --resume runs/w --steps=600"], epilog=TRAIN_EPILOG)
+    t.add_argument("--out", help="the run folder to write (TrainConfig out_dir; default runs/seq2seq-<task>)")
+    t.add_argument("--config", help="a TOML file of TrainConfig keys (flat key = value lines)")
+    t.add_argument("--resume", metavar="RUN", help="continue a run folder from its saved trainer state")
     t.add_argument("--overwrite", action="store_true", help="replace the seq2seq run already in --out")
-    t.add_argument("--no-eval", action="store_true", help="skip scoring the held-out examples after training")
+    t.add_argument("--no-eval", action="store_true", help="skip scoring the held-out examples (TrainConfig eval=false)")
+    t.add_argument("--show-config", action="store_true", help="print the resolved config as TOML and exit")
     add_runtime_args(t, device=False)
-    t.set_defaults(func=train)
+    t.set_defaults(func=train, overrides_allowed=True)
 
     tr = command(actions, "translate", "translate with a trained run: greedy, or beam search with --beam",
                  ["glassgpt seq2seq translate --model runs/num2words 1947 --beam 4 --plot align.png"])
@@ -55,56 +63,75 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=classify)
 
 
-def task_name(name: str) -> str:
-    from ..seq2seq.task import TASKS
-
-    if name not in TASKS:
-        raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
-    return name
-
-
 def train(args: argparse.Namespace) -> int:
+    from ..configfile import to_toml
+    from ..errors import GlassError
     from ..seq2seq import train as T
-    from ..seq2seq.checkpoint import save_run
-    from ..seq2seq.task import Task, TaskConfig
     from ..targets import claim_folder, is_seq2seq_run
 
     set_threads(args)
-    task = Task(TaskConfig(name=args.task, max_number=args.max_number))
-    cfg = T.default_train_config(task.cfg)
-    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
-                                 ("seed", args.seed)) if v is not None}
-    cfg = T.TrainConfig(**{**cfg.to_dict(), **changes})
-    sizes = {"d_model": args.d_model} if args.d_model else {}
-    out = Path(args.out or f"runs/seq2seq-{task.name}")
-    claim_folder(out, "a seq2seq run", is_seq2seq_run, args.overwrite)  # before training, not after
+    try:
+        overrides = T.parse_overrides(getattr(args, "overrides", []))
+    except GlassError as e:
+        raise UsageError(str(e)) from None
+    if args.out is not None:
+        if "out_dir" in overrides:
+            raise UsageError("--out and --out-dir are the same setting; give one")
+        overrides["out_dir"] = args.out
+    if args.no_eval:
+        overrides["eval"] = False
+    base = None
+    if args.resume:
+        if args.overwrite:
+            raise UsageError("--overwrite replaces a run and --resume continues it: choose one")
+        if overrides.get("out_dir", args.resume) != args.resume:
+            raise UsageError("--resume RUN continues RUN in place; leave out --out")
+        base = saved_train_config(args.resume)  # a seq2seq run with a trainer state, or a one-line error
+        for key in T.FIXED_ON_RESUME:
+            if key in overrides and overrides[key] != base.get(key):
+                raise UsageError(f"--{key.replace('_', '-')} cannot change on --resume: {args.resume} was trained "
+                                 f"with {key} = {base.get(key)!r}")
+        overrides["out_dir"] = args.resume
+    try:
+        cfg = T.make_config(args.config, overrides, base, f"{args.resume}/config.json")
+        T.prepare(cfg)  # the task and the model config, checked before a folder is touched
+    except GlassError as e:  # a value the command line, the config file or the run's saved config gave
+        raise UsageError(str(e)) from None
+    if args.show_config:
+        print(to_toml(cfg.to_dict()), end="")
+        return 0
+    out = Path(cfg.out_dir or f"runs/seq2seq-{cfg.task}")
+    if not args.resume:
+        claim_folder(out, "a seq2seq run", is_seq2seq_run, args.overwrite, alternative="continue it with --resume")
     every = max(1, cfg.steps // 10)
 
     def on_step(step: int, loss: float) -> None:
         if step % every == 0 or step == cfg.steps - 1:
             print(f"step {step:5d}  loss {loss:.4f}", flush=True)
 
-    if task.kind == "translation":
-        model_cfg = T.translator_config(task, **sizes)
-        print(f"training an encoder-decoder ({model_cfg.n_enc_layers}+{model_cfg.n_dec_layers} layers, d_model "
-              f"{model_cfg.d_model}) on {task.name}, numbers 0..{task.cfg.max_number}, "
-              f"{len(task.test_numbers)} held out", flush=True)
-        model, log = T.train_translator(task, model_cfg, cfg, on_step)
-        if not args.no_eval:
-            log["held_out_exact_match"], wrong = T.exact_match(model, task, task.test_numbers)
-            log["held_out_wrong"] = [list(w) for w in wrong[:50]]
-            print(f"held-out exact match: {log['held_out_exact_match']:.2%} of {len(task.test_numbers)}")
-    else:
-        model_cfg = T.classifier_config(task, **sizes)
-        print(f"training a fixed-query classifier ({model_cfg.n_queries} queries, d_model {model_cfg.d_model}) "
-              f"on {task.name}", flush=True)
-        model, log = T.train_classifier(task, model_cfg, cfg, on_step)
-        if not args.no_eval:
-            log["held_out_accuracy"] = T.accuracy(model, task)
-            print(f"accuracy on fresh examples: {log['held_out_accuracy']:.2%}")
-    save_run(out, model, task, cfg.to_dict(), log)
+    _, log = T.train_run(cfg, out, resume=bool(args.resume), on_step=on_step, say=lambda s: print(s, flush=True))
     print(f"trained in {log['train_seconds']:.1f}s; wrote {out}")
     return 0
+
+
+def saved_train_config(run: str) -> dict:
+    """The TrainConfig values of a seq2seq run that can be resumed; anything else is refused in one line
+    (missing, a file, another kind of folder, no or a damaged trainer state) before anything is written."""
+    from ..errors import GlassError
+    from ..io import read_json
+    from ..seq2seq.checkpoint import read_trainer_state
+    from ..targets import is_seq2seq_run
+
+    path = Path(run)
+    if not path.exists():
+        raise GlassError(f"--resume {run}: no such folder")
+    if not path.is_dir() or not is_seq2seq_run(path):
+        raise GlassError(f"--resume {run}: not a seq2seq run (no config.json of a translator or classifier)")
+    read_trainer_state(path)
+    train = read_json(path / "config.json").get("train")
+    if not isinstance(train, dict):
+        raise GlassError(f"{path / 'config.json'}: no train settings to resume with")
+    return train
 
 
 def translate(args: argparse.Namespace) -> int:
