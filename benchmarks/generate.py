@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
         "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
         "it was the season of Darkness, it was the spring of hope, it was the winter of despair. ") * 200
-MODES = ("fp32", "fp16", "bf16", "int8", "int4")
+MODES = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")
 LLAMA_PYTHON = os.environ.get("LLAMA_PYTHON", "/opt/llamavenv/bin/python")
 
 

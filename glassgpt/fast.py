@@ -6,14 +6,19 @@ bytes of weights. A weight *mode* says how the layers' matrices are stored (glas
     fp32   exact: what inspection and training want
     fp16   half-precision copies (the half-precision matrix-vector kernel; fast on some CPUs only)
     bf16   bfloat16 copies
-    int8   8-bit codes, one scale per output column
+    int8   8-bit codes, a scale per 32 weights (GGUF's Q8_0)
     int4   4-bit codes, a scale and a minimum per 32 weights: GGUF's Q4_1, so a Q4_1 file loads
            with no rounding beyond its own
+    q4a8   int4's weights, activations rounded once to 8 bits per block of 32 (llama.cpp's maths)
 
-Whatever the mode, the embedding / unembedding matrix stays float32 and the logits are
-accumulated and returned in float32: a half-precision unembedding rounds logits 0.004 apart
-onto one value and greedy decoding then picks the wrong one of the two. It is stored
-(d_model, d_vocab) row-major, the layout whose matrix-vector product runs fastest here.
+int8, int4 and q4a8 store the unembedding as 8-bit blocks too (a GGUF's own Q8_0 token_embd
+exactly), multiply through glassgpt.quant.BlockWeight (one AVX-512 VNNI kernel where the CPU has
+it), and round the activations to two int8 passes (q4a8: one), which keeps x within |x|max/127²
+per block of 32. The other modes keep the unembedding float32, stored (d_model, d_vocab)
+row-major, the layout whose matrix-vector product runs fastest here. Whatever the mode, logits
+are accumulated and returned in float32: a half-precision unembedding rounds logits 0.004 apart
+onto one value and greedy decoding then picks the wrong one of the two. The embedding lookup
+always reads a float32 W_E (one row per token: no bandwidth).
 
 `pack_model(model, mode)` converts a loaded float32 model in place. `read_gguf_packed(path, mode)`
 builds the packed model straight from a GGUF file, one tensor at a time (no transient float32
@@ -29,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import kernels
 from .config import ModelConfig
 from .convert import gguf as G
 from .convert.parts import ModelParts
@@ -36,24 +42,32 @@ from .errors import CheckpointError, GlassError
 from .fetch import cache_dir, sha256_file
 from .model import GPT
 from .progress import status
-from .quant import FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes
+from .quant import BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes, q8_0_codes
 from .tokenizer import BPETokenizer
 
-MODES = ("fp32", "fp16", "bf16", "int8", "int4")
-DEFAULT_MODE = "fp16"  # chat and generate: chosen from benchmarks/generate.py's numbers (README, Chat and generation)
-CACHE_VERSION = 1  # bump when the stored layout changes
+MODES = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")
+DEFAULT_MODE = "int4"  # chat and generate: the GGUF's own blocks, 24/24 answers like fp32, fewest bytes (README, Speed)
+CACHE_VERSION = 2  # bump when the stored layout changes
+
+
+BLOCK_MODES = {"int8": (8, 2), "int4": (4, 2), "q4a8": (4, 1)}  # mode: (bits of the layers' codes, activation passes)
 
 
 def _packer(mode: str):
+    """mode → a function packing one float32 matrix W (d_in, d_out) for the layers."""
     if mode == "fp16":
         return lambda W: HalfWeight(W, torch.float16)
     if mode == "bf16":
         return lambda W: HalfWeight(W, torch.bfloat16)
-    if mode == "int8":
-        return Int8Weight.quantize
-    if mode == "int4":
-        return lambda W: Int4Weight.quantize(W) if W.shape[1] % 64 == 0 and W.shape[0] % 32 == 0 else FullWeight(W)
+    if mode in BLOCK_MODES:
+        bits, terms = BLOCK_MODES[mode]
+        return lambda W: BlockWeight.quantize(W, bits, terms=terms) if _blockable(W.shape) else FullWeight(W)
     raise GlassError(f"weights must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def _blockable(shape) -> bool:
+    d_in, d_out = shape
+    return d_in % 32 == 0 and d_out % 16 == 0
 
 
 def layer_matrices(model: nn.Module):
@@ -66,7 +80,7 @@ def layer_matrices(model: nn.Module):
 
 @torch.no_grad()
 def pack_model(model: nn.Module, mode: str) -> nn.Module:
-    """Store a float32 model's layer matrices in `mode` (in place) and lay its unembedding out for speed."""
+    """Store a float32 model's layer matrices (and, in the block modes, its unembedding) in `mode`, in place."""
     mode = mode or "fp32"
     if mode != "fp32":
         pack = _packer(mode)
@@ -74,7 +88,10 @@ def pack_model(model: nn.Module, mode: str) -> nn.Module:
             W = getattr(module, name)
             if isinstance(W, torch.Tensor):
                 _swap(module, name, pack(W.detach()))
-    row_major_unembedding(model)
+    if mode in BLOCK_MODES and _blockable(model.W_U.shape):
+        _swap(model.unembed, "W_U", BlockWeight.quantize(model.W_U.detach(), 8, terms=BLOCK_MODES[mode][1]))
+    else:
+        row_major_unembedding(model)
     model.weights_mode = mode
     return model
 
@@ -83,7 +100,7 @@ def row_major_unembedding(model: nn.Module) -> None:
     """A tied W_E (d_vocab, d_model) stored as the transpose of a (d_model, d_vocab) row-major array:
     the same values and the same lookups, but logits = x·W_Eᵀ reads it in its fast layout."""
     embed = getattr(model, "embed", None)
-    if embed is None or not getattr(model.cfg, "tie_embeddings", False):
+    if embed is None or not getattr(model.cfg, "tie_embeddings", False) or model.unembed.W_U is not None:
         return
     W_E = embed.W_E
     if W_E.T.is_contiguous():
@@ -103,10 +120,29 @@ def weights_mode(model: nn.Module) -> str:
 
 
 def weights_bytes(model: nn.Module) -> int:
-    """Bytes of every parameter and packed weight (what one decode step reads, plus the norms)."""
+    """Bytes of every parameter and packed weight (what the model holds in memory)."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     total += sum(m.nbytes for m in model.modules() if isinstance(m, PackedWeight))
     return total
+
+
+def decode_bytes(model: nn.Module) -> int:
+    """Bytes one decode step reads: every weight, less W_E when a packed unembedding replaces it in the
+    logits (then W_E only gives one row per token). Bandwidth ÷ this is the mode's speed ceiling."""
+    total = weights_bytes(model)
+    if isinstance(model.unembed.W_U, PackedWeight) and model.cfg.tie_embeddings:
+        total -= model.embed.W_E.numel() * model.embed.W_E.element_size()
+    return total
+
+
+def kernel_report(model: nn.Module) -> dict:
+    """Which kernel each kind of packed weight runs on this machine (recorded beside speed numbers)."""
+    kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, PackedWeight)})
+    out = {"mode": weights_mode(model), "packed": kinds}
+    if "BlockWeight" in kinds:
+        out["blockdot"] = kernels.kernel()
+        out["blockdot_why"] = kernels.why()
+    return out
 
 
 # ----------------------------------------------------------------------------- from a GGUF file
@@ -171,8 +207,6 @@ def bare_model(cfg):
 
 def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> None:
     """Every tensor read and stored in its final form, one at a time."""
-    from gguf import GGMLQuantizationType as Q
-
     known = {theirs for _, theirs, _ in G._expand(cfg.n_layers, "llama")}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -193,26 +227,48 @@ def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> 
         shape = tuple(expected[ours].shape)
         if pack is not None and leaf in ("W_Q", "W_K", "W_V", "W_O", "W_gate", "W_up", "W_down"):
             d_out, d_in = shape[1], shape[0]
-            if mode == "int4" and t.tensor_type == Q.Q4_1 and d_out % 64 == 0:
-                q, d, m = q4_1_codes(t.data, d_in)  # GGUF's own blocks: no new rounding
-                if tuple(q.shape) != (d_out, d_in):
-                    raise CheckpointError(f"{path}: tensor {theirs} has shape {tuple(q.shape)[::-1]}, expected "
-                                          f"{(d_in, d_out)}")
-                if how[-1:] in heads:
-                    q, d, m = (G.unpermute_rope_rows(x, heads[how[-1]]) for x in (q, d, m))
-                _swap(module, leaf, Int4Weight(q, d, m))
+            own = _own_blocks(t, mode, (d_out, d_in), how, heads, path)
+            if own is not None:
+                _swap(module, leaf, own)
             else:
                 W = _matrix(t, how, heads, shape, path, G)
                 _swap(module, leaf, pack(W))
         else:
             W = _matrix(t, how, heads, shape, path, G)
-            if ours == "embed.W_E" and cfg.tie_embeddings:
+            unembedding = ours == "unembed.W_U" or (ours == "embed.W_E" and cfg.tie_embeddings)
+            W_U = W.T if ours == "embed.W_E" else W  # (d_model, d_vocab)
+            if unembedding and mode in BLOCK_MODES and _blockable(W_U.shape):  # the logits from 8-bit blocks
+                own = _own_blocks(t, mode, tuple(W_U.T.shape), how, heads, path, unembedding=True)
+                _swap(model.unembed, "W_U", own or BlockWeight.quantize(W_U, 8, terms=BLOCK_MODES[mode][1]))
+                if ours == "unembed.W_U":
+                    placed.add(ours)
+                    continue
+            elif ours == "embed.W_E" and cfg.tie_embeddings:
                 W = W.T.contiguous().T  # stored (d_model, d_vocab) row-major: see row_major_unembedding
             setattr(module, leaf, nn.Parameter(W, requires_grad=False))
         placed.add(ours)
     missing = sorted(set(expected) - placed)
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} tensor(s) missing, e.g. {missing[0]}")
+
+
+def _own_blocks(t, mode: str, shape: tuple, how: str, heads: dict, path: Path, unembedding: bool = False):
+    """The tensor's own GGUF blocks as a BlockWeight, when the mode keeps them (Q4_1 for int4/q4a8 layers,
+    Q8_0 for int8 layers and every block mode's unembedding), else None. shape: (d_out, d_in), GGUF's rows."""
+    if mode not in BLOCK_MODES or not _blockable(shape[::-1]):
+        return None
+    bits, terms = (8, BLOCK_MODES[mode][1]) if unembedding else BLOCK_MODES[mode]
+    if t.tensor_type.name == ("Q4_1" if bits == 4 else "Q8_0"):
+        blocks = q4_1_codes(t.data, shape[1]) if bits == 4 else q8_0_codes(t.data, shape[1])
+    else:
+        return None
+    if tuple(blocks[0].shape) != shape:
+        raise CheckpointError(f"{path}: tensor {t.name} has shape {tuple(blocks[0].shape)[::-1]}, expected {shape[::-1]}")
+    if how[-1:] in heads:
+        blocks = tuple(G.unpermute_rope_rows(x, heads[how[-1]]) for x in blocks)
+    if bits == 4:
+        return BlockWeight(*blocks, bits=4, terms=terms)
+    return BlockWeight.from_q8_0(*blocks, terms=terms)
 
 
 def _matrix(t, how: str, heads: dict, shape: tuple, path: Path, G) -> torch.Tensor:
@@ -277,7 +333,7 @@ def _load_cache(stored: Path, path: Path, mode: str):
         raise CheckpointError(f"{stored}: unreadable converted-weights cache ({str(e)[:200]}); delete it") from None
     cfg = ModelConfig.from_dict(header["config"])
     model = bare_model(cfg)
-    classes = {c.__name__: c for c in (FullWeight, HalfWeight, Int4Weight, Int8Weight)}
+    classes = {c.__name__: c for c in (BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight)}
     for name, kind in header["kinds"].items():  # packed weights: an empty instance, then its buffers
         module_name, _, leaf = name.rpartition(".")
         packed = classes[kind].__new__(classes[kind])

@@ -64,7 +64,7 @@ def load_run(path: str | Path) -> Loaded:
                   metadata={"checkpoint": str(ckpt.path), "step": ckpt.step})
 
 
-WEIGHTS = ("fp32", "fp16", "bf16", "int8", "int4")  # glassgpt.fast.MODES
+WEIGHTS = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")  # glassgpt.fast.MODES
 
 
 def load_model(spec: str | Path | None = None, weights: str = "fp32") -> Loaded:

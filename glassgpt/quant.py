@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import kernels
+
 GROUP = 32  # weights per scale in Int4Weight (GGUF's block size)
 
 
@@ -48,7 +50,8 @@ class PackedWeight(nn.Module):
         return sum(t.numel() * t.element_size() for t in self.buffers())
 
     def extra_repr(self) -> str:
-        return f"d_in={self.d_in}, d_out={self.d_out}, {self.nbytes / 2**20:.2f} MiB"
+        return f"d_in={self.d_in}, d_out={self.d_out}, {self.nbytes / 2**20:.2f} MiB" + (
+            f", {self.bits}-bit, {self.terms} pass(es), kernel {self.kernel}" if hasattr(self, "kernel") else "")
 
 
 class FullWeight(PackedWeight):
@@ -170,6 +173,118 @@ class Int4Weight(PackedWeight):
         q = self.codes().float().view(self.d_out, -1, GROUP)  # (d_out, d_in/32, 32)
         W = (q - 8) * scale[..., None] + zero[..., None]
         return W.reshape(self.d_out, self.d_in).T
+
+
+class BlockWeight(PackedWeight):
+    """GGUF-style blocks: w = d·c + m for each block of 32 inputs and each output, c an unsigned
+    4- or 8-bit code, d and m float16. GGUF's Q4_1 is exactly this; its Q8_0 (w = d·q, q signed)
+    is c = q + 128, m = -128·d. So a GGUF file's own blocks load with no new rounding.
+
+    x·W runs in glassgpt/kernels/blockdot.c where the CPU has AVX-512 VNNI (else `reference`, the
+    same maths in torch): each block of 32 activations becomes `terms` int8 passes, x ≈ Σ_t dx_t·xq_t
+    (two passes: within |x|max/127² per block; one pass: llama.cpp's 8-bit activations), the
+    integer dot products are exact, and the offset m multiplies the exact float sum of the block.
+    Stored in the kernel's layout (tiles of 16 outputs, see blockdot.c): codes (d_out/16, d_in/32,
+    bits·64) uint8 and dm (d_out/16, d_in/32, 2, 16) float16.
+    """
+
+    def __init__(self, c: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bits: int, terms: int = 2):
+        super().__init__()
+        d_out, d_in = c.shape
+        if d_in % GROUP or d_out % 16 or bits not in (4, 8) or terms not in (1, 2):
+            raise ValueError(f"block packing needs d_in divisible by {GROUP} and d_out by 16, got {(d_in, d_out)}")
+        R, G = d_out // 16, d_in // GROUP
+        c = c.to(torch.uint8)
+        if bits == 8:
+            codes = c.view(R, 16, G, 8, 4).permute(0, 2, 3, 1, 4)  # (R, G, quad, row, 4)
+        else:
+            pair = c.view(R, 16, G, 4, 2, 4)  # (R, row, G, octet, half, 4): codes k..k+3 and k+4..k+7
+            codes = (pair[..., 0, :] | (pair[..., 1, :] << 4)).permute(0, 2, 3, 1, 4)  # (R, G, octet, row, 4)
+        dm = torch.stack([t.float().reshape(R, 16, G).transpose(1, 2) for t in (d, m)], dim=2)  # (R, G, 2, 16)
+        self.register_buffer("codes", codes.reshape(R, G, bits * 64).contiguous())
+        self.register_buffer("dm", dm.to(torch.float16).contiguous())
+        self.register_buffer("passes", torch.tensor([terms], dtype=torch.uint8))  # (a buffer: kept in the cache)
+        self.restore()
+
+    def restore(self) -> None:
+        R, G, tile = self.codes.shape
+        self.d_out, self.d_in, self.bits, self.terms = R * 16, G * GROUP, tile // 64, int(self.passes[0])
+        self.kernel = kernels.kernel()  # chosen once, at load time, from the CPU's flags ("avx512-vnni" or "torch")
+
+    @classmethod
+    def from_q8_0(cls, q: torch.Tensor, d: torch.Tensor, **kw) -> "BlockWeight":
+        """GGUF Q8_0 (signed codes q (d_out, d_in), scales d (d_out, d_in/32)) → c = q + 128, m = -128·d."""
+        return cls((q.to(torch.int16) + 128).to(torch.uint8), d, -128 * d.float(), bits=8, **kw)
+
+    @classmethod
+    def quantize(cls, W: torch.Tensor, bits: int, **kw) -> "BlockWeight":
+        """W (d_in, d_out) float → blocks of 32 inputs: Q4_1's (minimum, 15 steps) or Q8_0's (symmetric, ±127).
+        The scales are rounded to float16 first, so the codes round against the scales the kernel uses."""
+        if W.shape[0] % GROUP:
+            raise ValueError(f"block packing needs d_in divisible by {GROUP}, got {tuple(W.shape)}")
+        rows = W.float().T.reshape(W.shape[1], -1, GROUP)  # (d_out, d_in/32, 32)
+        if bits == 8:
+            d = _half_up(rows.abs().amax(-1) / 127)
+            q = torch.round(rows / d[..., None].clamp(min=1e-30)).clamp(-127, 127)
+            return cls.from_q8_0(q.reshape(W.shape[1], -1), d, **kw)
+        lo = rows.amin(-1).half().float()
+        d = _half_up((rows.amax(-1) - lo) / 15)
+        c = torch.round((rows - lo[..., None]) / d[..., None].clamp(min=1e-30)).clamp(0, 15)
+        return cls(c.reshape(W.shape[1], -1), d, lo, bits=4, **kw)
+
+    def blocks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Back out of the kernel's layout: codes c (d_out, d_in) uint8, d and m (d_out, d_in/32) float32."""
+        R, G = self.d_out // 16, self.d_in // GROUP
+        if self.bits == 8:
+            c = self.codes.view(R, G, 8, 16, 4).permute(0, 3, 1, 2, 4)  # (R, row, G, quad, 4)
+        else:
+            p = self.codes.view(R, G, 4, 16, 4).permute(0, 3, 1, 2, 4)  # (R, row, G, octet, 4)
+            c = torch.stack([p & 0x0F, p >> 4], dim=-2)  # (R, row, G, octet, half, 4)
+        d, m = self.dm.float().permute(2, 0, 3, 1).reshape(2, self.d_out, G)
+        return c.reshape(self.d_out, self.d_in), d, m
+
+    def dequantize(self) -> torch.Tensor:
+        c, d, m = self.blocks()
+        W = c.float().view(self.d_out, -1, GROUP) * d[..., None] + m[..., None]
+        return W.reshape(self.d_out, self.d_in).T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, self.d_in).float()
+        if self.kernel == "torch":
+            y = self.reference(x)
+        elif torch.compiler.is_compiling():
+            y = torch.ops.glassgpt.blockdot(x, self.codes, self.dm, self.d_out, self.bits, self.terms)
+        else:  # eager: straight to the kernel (the custom op's dispatch costs more than the call)
+            y = kernels.call(x.contiguous(), self.codes, self.dm, self.d_out, self.bits, self.terms)
+        return y.view(*shape[:-1], self.d_out)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel's maths in torch (the glass box it is tested against): x (n, d_in) → (n, d_out)."""
+        blocks = x.float().view(x.shape[0], -1, GROUP)  # (n, G, 32)
+        x_hat = quantized_activations(blocks, self.terms)  # what the integer dot products see
+        c, d, m = self.blocks()
+        dc = (c.float().view(self.d_out, -1, GROUP) * d[..., None]).view(self.d_out, self.d_in)  # w - m
+        return x_hat.view(x.shape) @ dc.T + blocks.sum(-1) @ m.T
+
+
+def quantized_activations(blocks: torch.Tensor, terms: int) -> torch.Tensor:
+    """blocks (..., 32) → Σ_t dx_t·xq_t: each pass rounds what the previous ones left to int8 steps of
+    max|r|/127 (blockdot.c's quantize_row)."""
+    rest, total = blocks.clone(), torch.zeros_like(blocks)
+    for _ in range(terms):
+        amax = rest.abs().amax(-1, keepdim=True)
+        d = amax / 127
+        q = torch.round(rest * torch.where(amax > 0, 127 / amax, torch.zeros_like(amax))).clamp(-127, 127)
+        total += d * q
+        rest -= d * q
+    return total
+
+
+def _half_up(x: torch.Tensor) -> torch.Tensor:
+    """x rounded to float16, never below x (so the largest code stays in range), as float32."""
+    y = x.half().float()
+    return torch.where(y < x, (x * (1 + 2 ** -10)).half().float(), y)
 
 
 def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -107,7 +107,7 @@ def test_chat_command_line_by_line(gguf_file, loaded, monkeypatch, capsys):
     expected = Chat(loaded, sample=GREEDY).reply(q)
     stdin = f"{q}\n/temp 0.5\n/temp 0\n/reset\n{q}\n/system be nice\n/temp x\n/quit\nnever read\n"
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    assert main(["chat", "--model", str(gguf_file), "--temperature", "0", "--max-new-tokens", "6"]) == 0
+    assert main(["chat", "--model", str(gguf_file), "--weights", "fp32", "--temperature", "0", "--max-new-tokens", "6"]) == 0
     out, err = capsys.readouterr()
     assert out == f"{expected}\n{expected}\n"  # after /reset the same question gets the same answer
     assert "[temperature 0.5]" in err and "[conversation cleared]" in err and "system prompt set" in err
@@ -116,13 +116,13 @@ def test_chat_command_line_by_line(gguf_file, loaded, monkeypatch, capsys):
 
 def test_generate_prints_only_the_answer(gguf_file, loaded, capsys):
     cfg = SampleConfig(max_new_tokens=7, temperature=0, stop_ids=tuple(loaded.stop_ids))
-    assert main(["generate", "the tan", "--model", str(gguf_file), "--temperature", "0",
+    assert main(["generate", "the tan", "--model", str(gguf_file), "--weights", "fp32", "--temperature", "0",
                  "--max-new-tokens", "7"]) == 0
     out, err = capsys.readouterr()
     assert out == generate(loaded.model, loaded.tokenizer, "the tan", cfg) + "\n"
     assert err == ""
-    assert main(["generate", "the tan", "--chat", "--model", str(gguf_file), "--temperature", "0",
-                 "--max-new-tokens", "7"]) == 0
+    assert main(["generate", "the tan", "--chat", "--model", str(gguf_file), "--weights", "fp32",
+                 "--temperature", "0", "--max-new-tokens", "7"]) == 0
     prompt = Chat(loaded, messages=[{"role": "user", "content": "the tan"}]).prompt_text()
     assert capsys.readouterr().out == generate(loaded.model, loaded.tokenizer, prompt, cfg) + "\n"
 

@@ -5,11 +5,11 @@ import torch
 
 from glassgpt import GPT, preset
 from glassgpt.errors import GlassError
-from glassgpt.fast import MODES, bare_model, pack_model, weights_bytes
+from glassgpt.fast import MODES, bare_model, decode_bytes, pack_model, weights_bytes
 from glassgpt.load import load_packed_gguf
 from glassgpt.generate import SampleConfig, generate_ids
 from glassgpt.load import load_model
-from glassgpt.quant import HalfWeight, Int4Weight, Int8Weight
+from glassgpt.quant import BlockWeight, HalfWeight
 
 from gguf_synth import tiny_model, write_gguf
 
@@ -19,8 +19,8 @@ def _model() -> GPT:
     return GPT(cfg).eval()
 
 
-@pytest.mark.parametrize("mode, kind", [("fp16", HalfWeight), ("bf16", HalfWeight), ("int8", Int8Weight),
-                                        ("int4", Int4Weight)])
+@pytest.mark.parametrize("mode, kind", [("fp16", HalfWeight), ("bf16", HalfWeight), ("int8", BlockWeight),
+                                        ("int4", BlockWeight), ("q4a8", BlockWeight)])
 def test_pack_model_stores_the_layer_matrices_and_keeps_activations_float32(mode, kind):
     model = _model()
     tokens = torch.randint(0, 211, (2, 20))
@@ -49,6 +49,28 @@ def test_logits_are_float32_products_whatever_the_mode(mode):
     exact = cache["final_norm"].double() @ model.embed.W_E.double().T  # (1, T, d_vocab)
     assert logits.abs().max() > 16
     assert (logits.double() - exact).abs().max() < 1e-3  # fp16 rounding alone would be up to 1/64
+
+
+@pytest.mark.parametrize("mode, passes", [("int4", 2), ("int8", 2), ("q4a8", 1)])
+def test_the_block_modes_store_the_unembedding_in_8_bit_blocks_and_return_float32_logits(mode, passes):
+    cfg = preset("smollm2-135m", d_vocab=224, n_ctx=64, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=256)
+    model = GPT(cfg).eval()
+    with torch.no_grad():
+        model.embed.W_E.mul_(60)  # logits of about ±35, as in the test above
+    tokens = torch.randint(0, 224, (1, 12))
+    pack_model(model, mode)
+    W_U = model.unembed.W_U
+    assert isinstance(W_U, BlockWeight) and W_U.bits == 8 and W_U.terms == passes
+    assert weights_bytes(model) - decode_bytes(model) == 4 * model.embed.W_E.numel()  # logits don't read W_E
+    logits, cache = model.run_with_cache(tokens, names=["final_norm"])
+    exact = cache["final_norm"].double() @ W_U.dequantize().double()  # the blocks' own matrix, in float64
+    assert logits.dtype == torch.float32 and logits.abs().max() > 16
+    # each pass leaves at most half a step of max|r|/127: within max|x|/254 (one pass), /64516 (two) a block
+    x = cache["final_norm"].double().view(12, -1, 32)  # (T, blocks, 32)
+    bound = (x.abs().amax(-1) / (254 if passes == 1 else 64516)) @ W_U.dequantize().double().abs().view(-1, 32, 224).sum(1)
+    err = (logits[0].double() - exact[0]).abs()  # (T, d_vocab)
+    assert (err <= bound + 1e-4).all() and err.max() > 1e-5
+    assert (W_U.dequantize() - model.embed.W_E.T).abs().max() <= model.embed.W_E.abs().max() / 254 * 1.01
 
 
 def test_fp16_decodes_like_fp32_with_the_cache():
@@ -82,9 +104,9 @@ def test_int4_from_a_q4_1_gguf_keeps_its_codes_and_the_cache_gives_the_same_mode
     fp32 = load_packed_gguf(path, "fp32", cache=False)
     first = load_packed_gguf(path, "int4")
     W_Q = first.model.blocks[0].attn.W_Q
-    assert isinstance(W_Q, Int4Weight)
+    assert isinstance(W_Q, BlockWeight)
     exact = fp32.model.blocks[0].attn.W_Q  # the GGUF's Q4_1 weights, dequantised by the gguf package
-    assert (W_Q.dequantize() - exact).abs().max() < 2 ** -7 * exact.abs().max()  # bf16 scales, same codes
+    assert torch.equal(W_Q.dequantize(), exact)  # its own codes and float16 scales: no new rounding
     assert len(list((tmp_path / "cache" / "converted").glob("*-int4-*.safetensors"))) == 1
 
     import glassgpt.convert.gguf as G
@@ -117,7 +139,7 @@ def test_the_command_line_offers_every_mode_and_the_default():
     assert WEIGHT_MODES == MODES and DEFAULT_WEIGHTS == DEFAULT_MODE
 
 
-@pytest.mark.parametrize("mode", ["fp16", "bf16", "int8", "int4"])
+@pytest.mark.parametrize("mode", ["fp16", "bf16", "int8", "int4", "q4a8"])
 def test_every_mode_comes_back_from_the_cache_unchanged(q4_gguf, tmp_path, monkeypatch, mode):
     """(int8 codes mapped from the file at an unaligned address once crashed torch's kernel on a prompt)"""
     path, _ = q4_gguf

@@ -6,7 +6,8 @@ import torch
 from gguf import GGMLQuantizationType as Q
 from gguf import quants
 
-from glassgpt.quant import FullWeight, HalfWeight, Int4Weight, Int8Weight, q4_1_codes, q8_0_codes
+from glassgpt import kernels
+from glassgpt.quant import BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight, q4_1_codes, q8_0_codes
 
 
 def _matrix(d_in=96, d_out=128, seed=0) -> torch.Tensor:
@@ -73,3 +74,74 @@ def test_int8_quantisation_error_is_at_most_half_a_step():
 def test_int4_needs_whole_kernel_blocks():
     with pytest.raises(ValueError, match="divisible"):
         Int4Weight.quantize(torch.randn(96, 40))
+
+
+# ----------------------------------------------------------------------------- BlockWeight: GGUF's blocks, one kernel
+
+
+def test_q4_1_and_q8_0_blocks_load_into_block_weights_with_no_new_rounding():
+    rows = _matrix(d_in=128, d_out=64).T.contiguous().numpy()  # (d_out, d_in): GGUF's rows
+    raw4, raw8 = quants.quantize(rows, Q.Q4_1), quants.quantize(rows, Q.Q8_0)
+    w4 = BlockWeight(*q4_1_codes(raw4, 128), bits=4)
+    w8 = BlockWeight.from_q8_0(*q8_0_codes(raw8, 128))
+    assert torch.equal(w4.dequantize().T, torch.from_numpy(quants.dequantize(raw4, Q.Q4_1)))
+    assert torch.equal(w8.dequantize().T, torch.from_numpy(quants.dequantize(raw8, Q.Q8_0)))
+    c, d, m = w4.blocks()  # and the kernel's layout reads back to the same blocks
+    assert torch.equal(BlockWeight(c, d, m, bits=4).codes, w4.codes) and int(c.max()) <= 15
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("terms", [1, 2])
+def test_the_block_kernel_equals_its_torch_reference(bits, terms):
+    if all(f in kernels.cpu_flags() for f in kernels.NEEDS):
+        assert kernels.kernel() == "avx512-vnni", kernels.why()  # (else this would test the reference against itself)
+    w = BlockWeight.quantize(_matrix(d_in=192, d_out=96), bits, terms=terms)
+    x = torch.randn(3, 5, 192)
+    x[..., 7] = 9.0  # an outlier, as residual streams have
+    y = w(x)
+    assert y.dtype == torch.float32 and y.shape == (3, 5, 96)
+    ref = w.reference(x.reshape(15, 192)).view(3, 5, 96)
+    assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_two_activation_passes_stay_within_their_bound_and_one_pass_does_not(bits):
+    """Each int8 pass leaves at most half a step (max|r|/127) of each block of 32 activations:
+    two passes are within max|x|/64516 of x, one within max|x|/254."""
+    W = _matrix(d_in=256, d_out=64)
+    x = torch.randn(4, 256).double()
+    x[:, 3] = 12.0
+    errs = {}
+    for terms, step in [(1, 254), (2, 64516)]:
+        w = BlockWeight.quantize(W, bits, terms=terms)
+        exact = x @ w.dequantize().double()
+        bound = (x.view(4, -1, 32).abs().amax(-1) / step) @ w.dequantize().double().abs().view(-1, 32, 64).sum(1)
+        errs[terms] = (w(x.float()).double() - exact).abs()
+        assert (errs[terms] <= bound + 1e-5).all()
+    assert errs[1].max() > 50 * errs[2].max()  # the second pass does work
+
+
+@pytest.mark.parametrize("bits, levels", [(4, 15), (8, 254)])
+def test_block_quantisation_error_is_at_most_half_a_step(bits, levels):
+    W = _matrix(d_in=64, d_out=32)
+    w = BlockWeight.quantize(W, bits)
+    blocks = W.T.reshape(32, -1, 32)  # (d_out, blocks, 32)
+    step = (blocks.amax(-1) - blocks.amin(-1) if bits == 4 else 2 * blocks.abs().amax(-1)) / levels
+    err = (w.dequantize() - W).T.reshape(32, -1, 32).abs().amax(-1)
+    assert (err <= step / 2 * (1 + 2 ** -9) + 1e-7).all()
+
+
+def test_block_weights_need_whole_blocks_and_tiles():
+    with pytest.raises(ValueError, match="divisible"):
+        BlockWeight.quantize(torch.randn(96, 40), 4)
+    with pytest.raises(ValueError, match="divisible"):
+        BlockWeight.quantize(torch.randn(40, 64), 8)
+
+
+@pytest.mark.slow
+def test_a_block_weight_compiles_into_one_graph():
+    """glassgpt.generate compiles the decode step around project(): the kernel must trace (a custom op)."""
+    w = BlockWeight.quantize(_matrix(d_in=128, d_out=64), 4)
+    x = torch.randn(1, 1, 128)
+    compiled = torch.compile(lambda x: torch.nn.functional.silu(w(x)) * 2, fullgraph=True)
+    assert torch.allclose(compiled(x), torch.nn.functional.silu(w(x)) * 2, atol=1e-6)

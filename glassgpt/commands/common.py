@@ -20,8 +20,8 @@ import sys
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # glassgpt.fast.MODES and DEFAULT_MODE, spelled out so that --help never imports torch (tests/test_fast.py checks)
-WEIGHT_MODES = ("fp32", "fp16", "bf16", "int8", "int4")
-DEFAULT_WEIGHTS = "fp16"
+WEIGHT_MODES = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")
+DEFAULT_WEIGHTS = "int4"
 
 
 class Parser(argparse.ArgumentParser):
