@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from .errors import ContextLengthError, GlassError
-from .generate import SampleConfig, stream, truncate
+from .generate import SampleConfig, new_cache, stream, truncate
 
 # For models that bring no template (GPT-2, a glassgpt run): plain text turns.
 PLAIN_TEMPLATE = (
@@ -108,7 +108,7 @@ class Chat:
         if not self.reuse_cache:
             return None
         if self._cache is None:
-            self._cache, self._cached_ids = self.loaded.model.new_cache(), []
+            self._cache, self._cached_ids = new_cache(self.loaded.model, len(ids) + self.sample.max_new_tokens), []
         shared = 0
         for a, b in zip(self._cached_ids, ids):
             if a != b:

@@ -1,6 +1,7 @@
 """Generation: logits → probabilities → the next token, again and again (G1, G12).
 
-Prefill the prompt once, then feed one token a step with the KV cache. The `Sampler`
+Prefill the prompt once (GPT.forward), then feed one token a step with the KV cache (for a decoder-only
+model and unpadded prompts, through glassgpt.decode's lean step and static cache). The `Sampler`
 turns the last position's logits into a choice: repetition penalty, temperature
 (0 = greedy), top-k, top-p, min-p — in that order, as Hugging Face applies them.
 
@@ -22,6 +23,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .decode import DecodeStep, StaticKVCache, supports
 from .errors import GlassError
 from .model import GPT, softmax_with_temperature
 
@@ -129,7 +131,7 @@ def generate_ids(
     positions count from each prompt's first real token. Generation ends at max_new_tokens,
     when every row has produced a stop id, or at the end of the context window.
 
-    cache: a KV cache (model.new_cache()) that already holds the keys and values of the first
+    cache: a KV cache (new_cache(model, capacity) or model.new_cache()) that already holds the keys and values of the first
     cache.length tokens of the one prompt (a chat's earlier turns): only the rest is prefilled.
     Afterwards it holds the prompt and every generated token but the last.
     """
@@ -160,9 +162,11 @@ def generate_ids(
     stop = torch.tensor(sorted(set(cfg.stop_ids)), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
 
-    cache = model.new_cache()
+    lean = supports(model) and not padded  # the lean step (glassgpt.decode): one unpadded token a step
+    cache = new_cache(model, min(n_ctx, T + cfg.max_new_tokens), B) if lean else model.new_cache()
     logits = model(tokens, cache=cache, positions=positions, key_mask=key_mask if padded else None,
                    last_only=True)[:, -1]
+    step_fn = decode_step(model) if lean else None
     next_pos = positions[:, -1:] + 1  # (B, 1)
     for step in range(cfg.max_new_tokens):
         ids = sampler.sample(logits, present if cfg.repetition_penalty != 1.0 else None).to(device)  # (B,)
@@ -173,11 +177,30 @@ def generate_ids(
             return
         fed = ids.clamp(min=0).unsqueeze(1)  # (B, 1)
         present[torch.arange(B, device=device), fed[:, 0]] = True
+        if step_fn is not None:
+            logits = step_fn(fed, cache)
+            continue
         if padded:
             key_mask = torch.cat([key_mask, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
         logits = model(fed, cache=cache, positions=next_pos, key_mask=key_mask if padded else None,
                        last_only=True)[:, -1]
         next_pos = next_pos + 1
+
+
+def new_cache(model: GPT, capacity: int, batch: int = 1):
+    """The KV cache generation uses: a StaticKVCache of `capacity` tokens for the lean step, else the model's own."""
+    if not supports(model):
+        return model.new_cache()
+    return StaticKVCache(model.cfg, min(capacity, model.cfg.n_ctx), batch, dtype=getattr(model, "kv_dtype", torch.float32),
+                         device=model.embed.W_E.device)
+
+
+def decode_step(model: GPT) -> DecodeStep:
+    """The model's lean decode step, made once (compiled when model.compile_decode is set)."""
+    step = model.__dict__.get("_decode_step")
+    if step is None:
+        step = model.__dict__["_decode_step"] = DecodeStep(model, compile=getattr(model, "compile_decode", False))
+    return step
 
 
 def _continue(model: GPT, prompts: list[list[int]], cfg: SampleConfig, cache) -> Iterator[torch.Tensor]:
@@ -195,14 +218,18 @@ def _continue(model: GPT, prompts: list[list[int]], cfg: SampleConfig, cache) ->
     present[0, torch.tensor(ids, device=device)] = True
     sampler = Sampler(cfg)
     stop = set(cfg.stop_ids)
+    lean = isinstance(cache, StaticKVCache)
+    if lean:
+        cache.reserve(min(n_ctx, len(ids) + cfg.max_new_tokens))  # room for this turn, before its first step
     logits = model(torch.tensor([ids[cache.length:]], device=device), cache=cache, last_only=True)[:, -1]
+    step_fn = decode_step(model) if lean else None
     for step in range(cfg.max_new_tokens):
         token = sampler.sample(logits, present if cfg.repetition_penalty != 1.0 else None).to(device)  # (1,)
         yield token
         if int(token[0]) in stop or cache.length >= n_ctx or step == cfg.max_new_tokens - 1:
             return
         present[0, token] = True
-        logits = model(token.view(1, 1), cache=cache)[:, -1]
+        logits = step_fn(token.view(1, 1), cache) if lean else model(token.view(1, 1), cache=cache)[:, -1]
 
 
 def truncate(cache, n: int) -> None:

@@ -1,0 +1,179 @@
+"""The lean decode step: one new token through a decoder-only GPT, for generation's inner loop.
+
+GPT.forward is the glass box: hooks on every activation, masks for padded batches and query blocks,
+checks on every input, a KV cache that grows. Generating one token a step needs none of that, and on
+a CPU the Python around a layer's ~20 small operations costs about as much as reading its weights. So
+generation's loop runs `DecodeStep` instead, which computes the same logits (tests/test_decode.py):
+
+    StaticKVCache   keys and values preallocated for `capacity` tokens, (n_layers, B, n_kv_heads,
+                    capacity, d_head), each step writing one position in place: no per-step allocation,
+                    no copying, no mask (the one new query may look at every cached key)
+    DecodeStep      token (B, 1) → logits (B, d_vocab) float32: RoPE's cos/sin looked up once a step
+                    (not twice a layer), attention of one query written out for that case, the norms,
+                    the MLP and the unembedding reused from the model itself (their hooks are idle).
+                    compile=True runs the whole step through torch.compile (Inductor) instead.
+
+The prompt is still prefilled by GPT.forward (a StaticKVCache is also a KV cache it can fill), so
+every number a prompt produces is the glass box's own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ContextLengthError, GlassError
+from .model import GPT, project
+
+
+class StaticLayerKV:
+    """One layer's view of a StaticKVCache, with the interface of kv_cache.LayerKV (GPT.forward fills it)."""
+
+    def __init__(self, cache: "StaticKVCache", i: int) -> None:
+        self.cache, self.i = cache, i
+        self.length = 0
+
+    @property
+    def k(self) -> torch.Tensor:  # (B, n_kv_heads, length, d_head), float32 as the model computes
+        return self.cache.K[self.i, :, :, : self.length].float()
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.cache.V[self.i, :, :, : self.length].float()
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new tokens' keys and values (B, n_kv_heads, n, d_head) in place; return all so far."""
+        end = self.length + k.shape[2]
+        if end > self.cache.capacity:
+            raise ContextLengthError(f"{end} tokens exceed the KV cache's capacity of {self.cache.capacity}")
+        self.cache.K[self.i, :, :, self.length: end] = k
+        self.cache.V[self.i, :, :, self.length: end] = v
+        self.length = end
+        return self.k, self.v
+
+    def set(self, k, v):
+        raise GlassError("a static KV cache serves self-attention only")
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.cache.select(rows)
+
+
+class StaticKVCache:
+    """Keys and values of every layer for up to `capacity` tokens, allocated once.
+
+    dtype: float32 keeps the glass box's numbers exactly; bfloat16 / float16 halve the bytes a step reads
+    (attention then runs on the rounded keys and values). The memory is reserved, not touched, until written.
+    """
+
+    def __init__(self, cfg, capacity: int, batch: int = 1, dtype: torch.dtype = torch.float32, device=None):
+        self.capacity, self.dtype = capacity, dtype
+        shape = (cfg.n_layers, batch, cfg.n_kv_heads, capacity, cfg.d_head)
+        self.K = torch.empty(shape, dtype=dtype, device=device)  # (n_layers, B, n_kv_heads, capacity, d_head)
+        self.V = torch.empty(shape, dtype=dtype, device=device)
+        self.layers = [StaticLayerKV(self, i) for i in range(cfg.n_layers)]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.K.numel() * self.K.element_size()
+
+    def advance(self, n: int = 1) -> None:
+        for layer in self.layers:
+            layer.length += n
+
+    def reserve(self, capacity: int) -> None:
+        """Make room for `capacity` tokens (between generations, never inside one): one copy of what is held."""
+        if capacity <= self.capacity:
+            return
+        n = self.length
+        K = self.K.new_empty(self.K.shape[:3] + (capacity,) + self.K.shape[4:])
+        V = torch.empty_like(K)
+        K[:, :, :, :n], V[:, :, :, :n] = self.K[:, :, :, :n], self.V[:, :, :, :n]
+        self.K, self.V, self.capacity = K, V, capacity
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only some batch rows."""
+        self.K, self.V = self.K[:, rows], self.V[:, rows]
+
+
+def supports(model) -> bool:
+    """The lean step covers decoder-only GPTs (not an encoder-decoder's decoder, whose blocks cross-attend)."""
+    return isinstance(model, GPT) and all(b.cross_attn is None for b in model.blocks)
+
+
+class DecodeStep:
+    """token ids (B, 1) at position cache.length → logits (B, d_vocab) float32, the same as
+    GPT.forward(tokens, cache)[:, -1] (tested), writing the token's keys and values into the cache."""
+
+    def __init__(self, model: GPT, compile: bool = False):
+        if not supports(model):
+            raise GlassError("the lean decode step serves decoder-only GPT models")
+        self.model = model
+        self.rope = model.blocks[0].attn.rope  # one table shared by every layer (or None: learned positions)
+        self.compiled = torch.compile(self.step, dynamic=True) if compile else None
+
+    def __call__(self, tokens: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+        pos = cache.length
+        if pos >= cache.capacity:
+            raise ContextLengthError(f"{pos + 1} tokens exceed the KV cache's capacity of {cache.capacity}")
+        logits = (self.compiled or self.step)(tokens, cache.K, cache.V, pos)
+        cache.advance(1)
+        return logits
+
+    def step(self, tokens: torch.Tensor, K: torch.Tensor, V: torch.Tensor, pos: int) -> torch.Tensor:
+        model = self.model
+        x = model.embed.W_E[tokens]  # (B, 1, d_model)
+        if model.embed.W_pos is not None:
+            x = x + model.embed.W_pos[pos]
+        cos = sin = None
+        if self.rope is not None:
+            cos, sin = self.rope.cos[pos], self.rope.sin[pos]  # (d_head,) each: this position's rotation
+        for i, block in enumerate(model.blocks):
+            x = x + self.attention(block.attn, block.ln1(x), K[i], V[i], pos, cos, sin)
+            x = x + block.mlp(block.ln2(x))
+        return model.unembed(x, model.embed.W_E)[:, -1]  # (B, d_vocab)
+
+    @staticmethod
+    def attention(attn, x, K, V, pos, cos, sin) -> torch.Tensor:
+        """One query: x (B, 1, d_model) → the attention sub-layer's output (B, 1, d_model).
+
+        K, V: this layer's cache (B, n_kv_heads, capacity, d_head); the new key and value go to `pos`.
+        """
+        B = x.shape[0]
+        H, H_kv, d_head = attn.n_heads, attn.n_kv_heads, attn.d_head
+        q = project(x, attn.W_Q, attn.b_Q).view(B, H, 1, d_head)  # with one token, (B, 1, H, d) is (B, H, 1, d)
+        k = project(x, attn.W_K, attn.b_K).view(B, H_kv, 1, d_head)
+        v = project(x, attn.W_V, attn.b_V).view(B, H_kv, 1, d_head)
+        if cos is not None:
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        K[:, :, pos: pos + 1] = k  # in place: the cache was allocated once
+        V[:, :, pos: pos + 1] = v
+        keys, values = K[:, :, : pos + 1], V[:, :, : pos + 1]  # (B, H_kv, pos + 1, d_head)
+        if keys.dtype == torch.float32:
+            z = F.scaled_dot_product_attention(q, keys, values, enable_gqa=H != H_kv)  # (B, H, 1, d_head)
+        else:
+            z = attend_one(q, keys, values)
+        return project(z.reshape(B, 1, H * d_head), attn.W_O, attn.b_O)  # (B, 1, d_model)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE at one position (model.RoPE's rotation): x (..., d_head), cos and sin (d_head,)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def attend_one(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v for one query per head against half-precision keys and values, grouped-query:
+    q (B, H, 1, d) float32, keys/values (B, H_kv, S, d) → (B, H, 1, d) float32. Scores and softmax in float32."""
+    B, H, _, d = q.shape
+    H_kv = keys.shape[1]
+    qg = q.view(B, H_kv, H // H_kv, d).to(keys.dtype)  # the query heads each key/value head serves
+    scores = (qg @ keys.transpose(-2, -1)).float() / math.sqrt(d)  # (B, H_kv, H/H_kv, S)
+    pattern = scores.softmax(dim=-1)
+    z = pattern.to(values.dtype) @ values  # (B, H_kv, H/H_kv, d)
+    return z.float().view(B, H, 1, d)

@@ -1,0 +1,119 @@
+"""The lean decode step (glassgpt.decode) against the glass box: the same logits, the same tokens, no allocation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glassgpt import GPT, preset
+from glassgpt.decode import DecodeStep, StaticKVCache, attend_one
+from glassgpt.errors import ContextLengthError
+from glassgpt.fast import pack_model
+from glassgpt.generate import SampleConfig, generate_ids, new_cache
+
+V = 101
+
+
+def _model(kind: str, mode: str = "fp32") -> GPT:
+    if kind == "gpt2":  # learned positions, LayerNorm, biases, GELU
+        cfg = preset("baby", d_vocab=V, n_ctx=40, d_model=64, n_layers=2, n_heads=4)
+    else:  # RoPE, RMSNorm, grouped-query attention, SwiGLU
+        cfg = preset("smollm2-135m", d_vocab=V, n_ctx=40, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2,
+                     d_mlp=192, rope_theta=500.0)
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    with torch.no_grad():  # non-trivial norms and biases, so every parameter matters
+        for name, p in model.named_parameters():
+            if name.endswith(".w") or ".b_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return pack_model(model, mode)
+
+
+@torch.inference_mode()
+def _both(model, prompt, n_steps, kv_dtype=torch.float32, step=None):
+    """Logits of n_steps one-token steps after `prompt`, through the glass box and through the lean step."""
+    step = step or DecodeStep(model)
+    glass, static = model.new_cache(), StaticKVCache(model.cfg, len(prompt) + n_steps, dtype=kv_dtype)
+    model(torch.tensor([prompt]), cache=glass)
+    model(torch.tensor([prompt]), cache=static)
+    ours, theirs, token = [], [], torch.tensor([[7]])
+    for _ in range(n_steps):
+        theirs.append(model(token, cache=glass)[:, -1])
+        ours.append(step(token, static))
+        token = theirs[-1].argmax(-1, keepdim=True)
+    return torch.cat(ours), torch.cat(theirs), static
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("mode", ["fp32", "int4"])
+def test_the_lean_step_computes_the_glass_box_logits(kind, mode):
+    model = _model(kind, mode)
+    ours, theirs, static = _both(model, [3, 1, 4, 1, 5, 9, 2, 6], 12)
+    assert ours.std() > 0.1  # the logits are not all alike: a wrong position or head would show
+    assert (ours - theirs).abs().max() < 1e-4
+    assert static.length == 8 + 12
+
+
+def test_the_static_cache_is_written_in_place_and_refuses_to_overflow():
+    model = _model("llama")
+    step, cache = DecodeStep(model), StaticKVCache(model.cfg, 6)
+    with torch.inference_mode():
+        model(torch.tensor([[1, 2, 3]]), cache=cache)
+        where = (cache.K.data_ptr(), cache.V.data_ptr())
+        for _ in range(3):
+            step(torch.tensor([[4]]), cache)
+        assert (cache.K.data_ptr(), cache.V.data_ptr()) == where  # no reallocation, no growing
+        with pytest.raises(ContextLengthError, match="capacity of 6"):
+            step(torch.tensor([[4]]), cache)
+
+
+def test_reserve_keeps_what_the_cache_holds():
+    model = _model("llama")
+    with torch.inference_mode():
+        cache = StaticKVCache(model.cfg, 5)
+        model(torch.tensor([[1, 2, 3, 4]]), cache=cache)
+        before = cache.layers[1].k.clone()
+        cache.reserve(12)
+        assert cache.capacity == 12 and torch.equal(cache.layers[1].k, before)
+        assert DecodeStep(model)(torch.tensor([[4]]), cache).shape == (1, V)
+
+
+def test_one_query_against_half_precision_keys_is_attention_on_the_rounded_keys():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 6, 1, 16), torch.randn(2, 2, 30, 16), torch.randn(2, 2, 30, 16)
+    for dtype in (torch.bfloat16, torch.float16):
+        kr, vr = k.to(dtype), v.to(dtype)
+        want = F.scaled_dot_product_attention(q.to(dtype).float(), kr.float(), vr.float(), enable_gqa=True)
+        got = attend_one(q, kr, vr)
+        # the pattern is rounded once to the values' dtype before its product: its error, not the rounding of k
+        assert (got - want).abs().max() < 2e-2
+        assert (got - F.scaled_dot_product_attention(q, k, v, enable_gqa=True)).abs().max() > 1e-4  # control
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_a_half_precision_cache_stays_near_the_exact_logits(kind):
+    model = _model(kind)
+    ours, theirs, _ = _both(model, [3, 1, 4, 1, 5, 9, 2, 6], 8, kv_dtype=torch.bfloat16)
+    drift = (ours - theirs).abs().max()
+    assert 0 < drift < 0.05 * theirs.abs().max()
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_generation_through_the_lean_step_equals_full_recomputation(kind):
+    model = _model(kind)
+    prompt = [3, 1, 4, 1, 5]
+    got = [int(t[0]) for t in generate_ids(model, [prompt], SampleConfig(max_new_tokens=20, temperature=0))]
+    seq = list(prompt)
+    with torch.inference_mode():
+        for _ in range(20):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    assert got == seq[len(prompt):]
+    assert isinstance(new_cache(model, 10), StaticKVCache)
+
+
+@pytest.mark.slow
+def test_the_compiled_step_equals_the_eager_glass_box():
+    model = _model("llama")
+    compiled = DecodeStep(model, compile=True)
+    ours, theirs, _ = _both(model, [3, 1, 4, 1, 5, 9, 2, 6], 6, step=compiled)
+    assert (ours - theirs).abs().max() < 1e-4
+    assert ours.argmax(-1).tolist() == theirs.argmax(-1).tolist()
