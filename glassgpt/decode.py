@@ -11,7 +11,9 @@ generation's loop runs `DecodeStep` instead, which computes the same logits (tes
     DecodeStep      token (B, 1) → logits (B, d_vocab) float32: RoPE's cos/sin looked up once a step
                     (not twice a layer), attention of one query written out for that case, the norms,
                     the MLP and the unembedding reused from the model itself (their hooks are idle).
-                    compile=True runs the whole step through torch.compile (Inductor) instead.
+
+torch.compile (Inductor) of this step was tried and dropped: on the 2-core machine it took 2–5 minutes to
+compile SmolLM2's step, and the compiled step ran slower than this one (README, Weight modes and speed).
 
 The prompt is still prefilled by GPT.forward (a StaticKVCache is also a KV cache it can fill), so
 every number a prompt produces is the glass box's own.
@@ -110,18 +112,20 @@ class DecodeStep:
     """token ids (B, 1) at position cache.length → logits (B, d_vocab) float32, the same as
     GPT.forward(tokens, cache)[:, -1] (tested), writing the token's keys and values into the cache."""
 
-    def __init__(self, model: GPT, compile: bool = False):
+    def __init__(self, model: GPT):
         if not supports(model):
             raise GlassError("the lean decode step serves decoder-only GPT models")
         self.model = model
         self.rope = model.blocks[0].attn.rope  # one table shared by every layer (or None: learned positions)
-        self.compiled = torch.compile(self.step, dynamic=True) if compile else None
+        if self.rope is not None:  # rotate(x) = x·cos + [-x2, x1]·sin = x·cos + roll(x)·(sign·sin)
+            half = self.rope.cos.shape[-1] // 2
+            self.sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(self.rope.sin)  # (d_head,)
 
     def __call__(self, tokens: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
         pos = cache.length
         if pos >= cache.capacity:
             raise ContextLengthError(f"{pos + 1} tokens exceed the KV cache's capacity of {cache.capacity}")
-        logits = (self.compiled or self.step)(tokens, cache.K, cache.V, pos)
+        logits = self.step(tokens, cache.K, cache.V, pos)
         cache.advance(1)
         return logits
 
@@ -132,7 +136,7 @@ class DecodeStep:
             x = x + model.embed.W_pos[pos]
         cos = sin = None
         if self.rope is not None:
-            cos, sin = self.rope.cos[pos], self.rope.sin[pos]  # (d_head,) each: this position's rotation
+            cos, sin = self.rope.cos[pos], self.rope.sin[pos] * self.sign  # (d_head,) each: this position's rotation
         for i, block in enumerate(model.blocks):
             x = x + self.attention(block.attn, block.ln1(x), K[i], V[i], pos, cos, sin)
             x = x + block.mlp(block.ln2(x))
@@ -161,10 +165,10 @@ class DecodeStep:
         return project(z.reshape(B, 1, H * d_head), attn.W_O, attn.b_O)  # (B, 1, d_model)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE at one position (model.RoPE's rotation): x (..., d_head), cos and sin (d_head,)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """RoPE at one position, as model.RoPE rotates: x·cos + [-x2, x1]·sin, where [-x2, x1] is x rolled by
+    half its length with the first half negated (the sign is folded into signed_sin). x (..., d_head)."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def attend_one(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -196,10 +196,10 @@ def new_cache(model: GPT, capacity: int, batch: int = 1):
 
 
 def decode_step(model: GPT) -> DecodeStep:
-    """The model's lean decode step, made once (compiled when model.compile_decode is set)."""
+    """The model's lean decode step, made once."""
     step = model.__dict__.get("_decode_step")
     if step is None:
-        step = model.__dict__["_decode_step"] = DecodeStep(model, compile=getattr(model, "compile_decode", False))
+        step = model.__dict__["_decode_step"] = DecodeStep(model)
     return step
 
 

@@ -108,12 +108,3 @@ def test_generation_through_the_lean_step_equals_full_recomputation(kind):
             seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
     assert got == seq[len(prompt):]
     assert isinstance(new_cache(model, 10), StaticKVCache)
-
-
-@pytest.mark.slow
-def test_the_compiled_step_equals_the_eager_glass_box():
-    model = _model("llama")
-    compiled = DecodeStep(model, compile=True)
-    ours, theirs, _ = _both(model, [3, 1, 4, 1, 5, 9, 2, 6], 6, step=compiled)
-    assert (ours - theirs).abs().max() < 1e-4
-    assert ours.argmax(-1).tolist() == theirs.argmax(-1).tolist()

@@ -1,0 +1,129 @@
+"""Decode time per token as the context grows, glass-box step against the lean step (glassgpt.decode).
+
+    .venv/bin/python benchmarks/decode_context.py                          # fp32, fp16, int4; 1 thread
+    .venv/bin/python benchmarks/decode_context.py --modes int4 --rounds 9 --contexts 128,1000,2000
+
+Every variant lives in one process and they take turns (a busy minute slows all of them alike): each
+round, each variant decodes 8 greedy tokens after each context length, starting from a cache filled
+once by one prefill of the longest context and cut back to the length (a KV cache forgets its tail by
+its length alone). Variants per weight mode:
+
+    glass-box      GPT.forward(token, cache) with kv_cache.KVCache (hooks, masks, a growing cache)
+    lean           glassgpt.decode.DecodeStep with a float32 StaticKVCache (what generation runs)
+    lean-bf16kv    the same with a bfloat16 StaticKVCache (half the bytes a step reads from the cache)
+
+The median ms/token per context, wall clock and this thread's CPU time (on a machine shared with other
+jobs the CPU time is the steadier: it leaves out the time the process waits for a core; both are
+recorded), the growth (ms at the longest context ÷ at the shortest) and the
+largest logit difference of each lean variant from the glass box over the timed steps go to
+benchmarks/results/decode_context-<threads>threads.json with the CPU's flags and torch's capability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from generate import TEXT  # noqa: E402
+from matvec import cpu_info  # noqa: E402
+
+from glassgpt.decode import DecodeStep, StaticKVCache  # noqa: E402
+from glassgpt.generate import truncate  # noqa: E402
+from glassgpt.load import load_model  # noqa: E402
+
+STEPS = 8
+
+
+def variants(loaded, ids: list[int], kv_dtypes: list[str]) -> dict:
+    """name → (step function, cache) for one weight mode, every cache holding the same len(ids) tokens."""
+    model = loaded.model
+    exact = StaticKVCache(model.cfg, len(ids) + STEPS + 1)
+    model(torch.tensor([ids]), cache=exact)  # the one prefill (GPT.forward)
+    glass = model.new_cache()
+    for layer, held in zip(glass.layers, exact.layers):
+        layer.append(held.k.clone(), held.v.clone())
+    out = {"glass-box": (lambda token, cache: model(token, cache=cache)[:, -1], glass),
+           "lean": (DecodeStep(model), exact)}
+    for name in kv_dtypes:
+        half = StaticKVCache(model.cfg, exact.capacity, dtype=getattr(torch, name))
+        half.K.copy_(exact.K)
+        half.V.copy_(exact.V)
+        half.advance(exact.length)
+        out[f"lean-{name}kv"] = (DecodeStep(model), half)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--modes", default="fp32,fp16,int4")
+    ap.add_argument("--contexts", default="128,2000")
+    ap.add_argument("--kv", default="bfloat16", help="half-precision cache dtypes to try (comma-separated, or '')")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    contexts = [int(c) for c in args.contexts.split(",")]
+    kv_dtypes = [k for k in args.kv.split(",") if k]
+    runs = {}
+    with torch.inference_mode():
+        for mode in args.modes.split(","):
+            loaded = load_model(None, weights=mode)
+            ids = loaded.tokenizer.encode(TEXT)[: max(contexts) + STEPS + 1]
+            t = time.perf_counter()
+            for name, (step, cache) in variants(loaded, ids[: max(contexts)], kv_dtypes).items():
+                runs[f"{mode} {name}"] = (step, cache)
+            print(f"{mode}: prefilled {max(contexts)} tokens in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        times = {name: {n: [] for n in contexts} for name in runs}  # wall clock
+        cpu = {name: {n: [] for n in contexts} for name in runs}  # this thread's CPU time (1 thread: all of it)
+        drift = {name: 0.0 for name in runs}
+        for r in range(args.rounds):
+            for n in contexts:
+                reference = {}
+                for name, (step, cache) in runs.items():
+                    truncate(cache, n)
+                    token, logits = torch.tensor([[ids[n]]]), []
+                    for _ in range(STEPS):
+                        t, c = time.perf_counter(), time.thread_time()
+                        out = step(token, cache)
+                        token = out.argmax(-1, keepdim=True)
+                        cpu[name][n].append(time.thread_time() - c)
+                        times[name][n].append(time.perf_counter() - t)
+                        logits.append(out)
+                    mode = name.split()[0]
+                    if name.endswith("glass-box"):
+                        reference[mode] = torch.cat(logits)
+                    elif mode in reference and r == 0:
+                        drift[name] = max(drift[name], (torch.cat(logits) - reference[mode]).abs().max().item())
+            print(f"round {r + 1}: " + ", ".join(f"{k} {1000 * statistics.median(v[contexts[-1]]):.1f}"
+                                                  for k, v in times.items()), file=sys.stderr, flush=True)
+    rows = []
+    for name, by_n in times.items():
+        ms = {n: round(1000 * statistics.median(v), 2) for n, v in by_n.items()}
+        cpu_ms = {n: round(1000 * statistics.median(v), 2) for n, v in cpu[name].items()}
+        rows.append({"variant": name, "ms_per_token": ms, "growth": round(ms[contexts[-1]] / ms[contexts[0]], 2),
+                     "cpu_ms_per_token": cpu_ms, "cpu_growth": round(cpu_ms[contexts[-1]] / cpu_ms[contexts[0]], 2),
+                     "max_logit_diff_vs_glass_box": round(drift[name], 5),
+                     "kv_cache_mb_at_longest": round(2 * runs[name][1].layers[0].k.numel() * len(runs[name][1].layers)
+                                                     * (2 if "bfloat16" in name else 4) / 1e6, 1)})
+    result = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "steps_per_round": STEPS,
+              "contexts": contexts, "rows": rows}
+    print(f"{'variant':<24} " + " ".join(f"{'ms @' + str(n):>9}" for n in contexts) + f" {'growth':>7} "
+          + " ".join(f"{'cpu ms @' + str(n):>13}" for n in contexts) + f" {'growth':>7} {'Δlogit':>8}")
+    for r in rows:
+        print(f"{r['variant']:<24} " + " ".join(f"{r['ms_per_token'][n]:>9}" for n in contexts) + f" {r['growth']:>7} "
+              + " ".join(f"{r['cpu_ms_per_token'][n]:>13}" for n in contexts)
+              + f" {r['cpu_growth']:>7} {r['max_logit_diff_vs_glass_box']:>8}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"decode_context-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
