@@ -5,8 +5,8 @@
 
 Every variant lives in one process and they take turns (a busy minute slows all of them alike): each
 round, each variant decodes 8 greedy tokens after each context length, starting from a cache filled
-once by one prefill of the longest context and cut back to the length (a KV cache forgets its tail by
-its length alone). Variants per weight mode:
+once by one prefill of the longest context and set back to the length (a KV cache reads only its first
+`length` tokens; the 8 steps overwrite 8 of them, the same way in every variant). Variants per weight mode:
 
     glass-box      GPT.forward(token, cache) with kv_cache.KVCache (hooks, masks, a growing cache)
     lean           glassgpt.decode.DecodeStep with a float32 StaticKVCache (what generation runs)
@@ -36,7 +36,6 @@ from generate import TEXT  # noqa: E402
 from matvec import cpu_info  # noqa: E402
 
 from glassgpt.decode import DecodeStep, StaticKVCache  # noqa: E402
-from glassgpt.generate import truncate  # noqa: E402
 from glassgpt.load import load_model  # noqa: E402
 
 STEPS = 8
@@ -88,7 +87,8 @@ def main() -> None:
             for n in contexts:
                 reference = {}
                 for name, (step, cache) in runs.items():
-                    truncate(cache, n)
+                    for layer in cache.layers:  # back to n tokens (what the prefill wrote there is still held)
+                        layer.length = n
                     token, logits = torch.tensor([[ids[n]]]), []
                     for _ in range(STEPS):
                         t, c = time.perf_counter(), time.thread_time()
