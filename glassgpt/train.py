@@ -34,9 +34,9 @@ from .sizes import check_memory
 from .targets import claim_folder, is_training_run
 from .train_config import (MODEL_FIELDS, TrainConfig, bundled_configs, make_config, parse_overrides,
                            read_config_file)
-from .trainer import Trainer, make_adamw, next_token_loss, rng_state, set_rng_state
+from .trainer import MuonAdamW, Trainer, make_adamw, next_token_loss, rng_state, set_rng_state
 
-__all__ = ["train", "Run", "next_token_loss", "compile_blocks", "make_callbacks",
+__all__ = ["train", "Run", "next_token_loss", "compile_blocks", "make_callbacks", "make_optimizer",
            # where they used to live, still importable from here:
            "TrainConfig", "MODEL_FIELDS", "make_config", "parse_overrides", "read_config_file", "bundled_configs",
            "plot_losses", "say"]
@@ -115,6 +115,17 @@ def compile_blocks(model: GPT) -> None:
         module.compile()
 
 
+def make_optimizer(model: GPT, cfg: TrainConfig):
+    """AdamW on every weight, or (optimizer = "muon") Muon on the blocks' matrices and AdamW on the rest:
+    the embedding (and the unembedding tied to it), norm gains and biases."""
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "adamw":
+        return make_adamw(model, cfg.lr, cfg.weight_decay, betas)
+    matrices = [p for p in model.blocks.parameters() if p.dim() == 2]
+    rest = [p for p in model.parameters() if all(p is not m for m in matrices)]
+    return MuonAdamW(matrices, rest, cfg.lr, cfg.muon_lr, cfg.weight_decay, betas)
+
+
 def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False, log=say,
           callbacks: list = (), overwrite: bool = False) -> Run:
     """Set up the run, train, write the last checkpoint and plot; returns the Run (model, trainer, folder).
@@ -188,7 +199,7 @@ def train(cfg: TrainConfig, resume: str | None = None, latest_good: bool = False
             checkpoint_fn=run.save_checkpoint, checkpoint_every=cfg.checkpoint_every,
             autocast_dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else None,
             tokens_per_step=cfg.batch_size * train_ctx * cfg.grad_accum * dist.world_size,
-            optimizer=make_adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2)),
+            optimizer=make_optimizer(model, cfg),
         )
         if ckpt is not None:
             run.trainer.load_state_dict(ckpt.state)  # rank 0's generators, on every rank ...

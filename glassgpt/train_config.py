@@ -61,6 +61,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0: no clipping
+    optimizer: str = "adamw"  # adamw | muon (Muon on the blocks' matrices, AdamW on the rest: glassgpt.trainer)
+    muon_lr: float = 0.02  # Muon's peak learning rate (optimizer = "muon"), on lr's warmup and decay
     # evaluation and logging
     eval_every: int = 150
     eval_batches: int = 8  # batches of batch_size validation windows, the same ones every time
@@ -97,6 +99,10 @@ class TrainConfig:
                 raise GlassError(f"config key {name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise GlassError(f"config key lr must be positive, got {self.lr}")
+        if not self.muon_lr > 0:
+            raise GlassError(f"config key muon_lr must be positive, got {self.muon_lr}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise GlassError(f"config key optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.min_lr > self.lr:
             raise GlassError(f"config key min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if not 0 < self.val_fraction < 1:

@@ -7,6 +7,7 @@
                      callbacks: on_step, then on_eval every eval_every steps, on_checkpoint every checkpoint_every
 
 AdamW decays only matrices (weights with 2+ dimensions); biases and norm gains are left alone.
+MuonAdamW (opt-in) updates the hidden matrices with Muon and everything else with AdamW.
 Under DistributedDataParallel the gradients are averaged across ranks on the last micro-batch,
 and the logged loss is the mean over ranks, so every rank sees the same numbers and stops together.
 
@@ -78,6 +79,56 @@ def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[fl
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused)
 
 
+class MuonAdamW:
+    """Muon on the hidden matrices, AdamW on the rest (embeddings, norm gains, biases), as one optimizer.
+
+    Muon (torch.optim.Muon) keeps a Nesterov momentum of each matrix's gradient and steps along its
+    orthogonalised version (a Newton–Schulz iteration in bf16 pushes every singular value towards 1), so
+    each update moves all directions of the matrix by about the same amount. Muon's learning rate is
+    muon_lr, scheduled like AdamW's (its groups carry lr_scale = muon_lr / lr). Its state_dict numbers
+    Muon's parameters first, then AdamW's, like one torch optimizer's, so checkpoints store it unchanged.
+    """
+
+    def __init__(self, matrices: list[nn.Parameter], rest: list[nn.Parameter], lr: float, muon_lr: float,
+                 weight_decay: float, betas: tuple[float, float], momentum: float = 0.95):
+        self.muon = torch.optim.Muon(matrices, lr=muon_lr, weight_decay=weight_decay, momentum=momentum)
+        for group in self.muon.param_groups:
+            group["lr_scale"] = muon_lr / lr
+        self.adamw = torch.optim.AdamW(
+            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+            lr=lr, betas=betas, fused=rest[0].device.type in ("cpu", "cuda") if rest else None)
+        self.n_muon = len(matrices)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """Both optimizers' groups (their own dicts, which load_state_dict replaces: so looked up each time)."""
+        return self.muon.param_groups + self.adamw.param_groups
+
+    def step(self) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        muon, adamw, n = self.muon.state_dict(), self.adamw.state_dict(), self.n_muon
+        return {"state": {**muon["state"], **{i + n: s for i, s in adamw["state"].items()}},
+                "param_groups": muon["param_groups"] + [{**g, "params": [i + n for i in g["params"]]}
+                                                        for g in adamw["param_groups"]]}
+
+    def load_state_dict(self, state: dict) -> None:
+        n, k = self.n_muon, len(self.muon.param_groups)
+        ids = {int(i): s for i, s in state["state"].items()}
+        self.muon.load_state_dict({"state": {i: s for i, s in ids.items() if i < n},
+                                   "param_groups": state["param_groups"][:k]})
+        self.adamw.load_state_dict({"state": {i - n: s for i, s in ids.items() if i >= n},
+                                    "param_groups": [{**g, "params": [i - n for i in g["params"]]}
+                                                     for g in state["param_groups"][k:]]})
+
+
 class Trainer:
     def __init__(
         self,
@@ -139,7 +190,7 @@ class Trainer:
         t0 = time.perf_counter()
         lr = lr_at(self.step, self.lr, self.min_lr, self.warmup_steps, self.decay_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # lr_scale: a second optimizer's peak (MuonAdamW)
         total = torch.zeros((), device=next(self.model.parameters()).device)
         for micro in range(self.grad_accum):
             batch = self.batches.next()
