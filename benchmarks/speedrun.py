@@ -8,8 +8,11 @@ The reported loss is the mean next-token loss over *every* non-overlapping windo
 
     .venv/bin/python benchmarks/speedrun.py                  # 300 s, 2 threads
     .venv/bin/python benchmarks/speedrun.py --seconds 60     # a quicker look
+    .venv/bin/python benchmarks/speedrun.py --steps 900 --threads 1   # a step budget instead of the clock
 
-Writes benchmarks/results/speedrun.json and docs/speedrun-loss.png.
+Writes benchmarks/results/speedrun.json and docs/speedrun-loss.png (with --steps: speedrun-steps<N>.json and
+no plot). A step budget compares recipes on a busy machine, where the clock would measure the other jobs:
+the loss after N steps, and the step time measured on a quiet machine, say where 5 minutes would end.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matvec import cpu_info
 
 from glassgpt.data import prepare, windows
 from glassgpt.train import make_config, next_token_loss, plot_losses, train
@@ -75,6 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=300.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=0, help="train exactly this many steps (no clock)")
     ap.add_argument("--config", default="speedrun")
     ap.add_argument("overrides", nargs="*", help="TrainConfig overrides, as key=value")
     args = ap.parse_args()
@@ -91,27 +96,32 @@ def main() -> None:
     budget = args.seconds - (time.perf_counter() - wall0)
     n_val = int(json.loads((data / "manifest.json").read_text())["split"]["val_tokens"])
     val_steps = n_val / (cfg.batch_size * cfg.model_config().n_ctx) / 3  # forward only
-    fit = FitToBudget(budget, reserve_s=3.0, val_steps=val_steps)
+    if args.steps:
+        cfg.max_steps = args.steps  # the cosine ends there too (decay_steps 0)
+    callbacks = [] if args.steps else [FitToBudget(budget, reserve_s=3.0, val_steps=val_steps)]
 
-    run = train(cfg, callbacks=[fit])
+    run = train(cfg, callbacks=callbacks)
     val = full_val_loss(run.model, run.data.val, run.train_ctx, cfg.dtype)
     wall = time.perf_counter() - wall0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     records.append({"step": run.trainer.step, "val_loss": val})
-    docs = ROOT / "docs"
-    plot_losses(records, docs / "speedrun-loss.png",
-                title=f"speedrun: Tiny Shakespeare (char), val loss {val:.3f} in {wall:.0f} s on {args.threads} threads")
+    if not args.steps:
+        plot_losses(records, ROOT / "docs" / "speedrun-loss.png",
+                    title=f"speedrun: Tiny Shakespeare (char), val loss {val:.3f} in {wall:.0f} s on {args.threads} threads")
     steps = run.trainer.step
     result = {"val_loss": val, "wall_s": wall, "steps": steps, "tokens": steps * cfg.batch_size * run.train_ctx,
-              "threads": args.threads, "budget_s": args.seconds,
+              "threads": args.threads, "budget_s": 0 if args.steps else args.seconds, "step_budget": args.steps,
+              "ms_per_step": 1000 * float(np.median([r["ms"] for r in records if "ms" in r])),
+              "cpu": cpu_info(),
               "load_average_1min": [load_before, os.getloadavg()[0]], "config": cfg.to_dict(),
               "model": run.model_cfg.to_dict(), "parameters": run.model.num_params(), "torch": torch.__version__,
               "curve": [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speedrun.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = f"speedrun-steps{args.steps}.json" if args.steps else "speedrun.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nval loss {val:.4f} (all {len(run.data.val):,} validation characters) after {steps} steps, "
-          f"{result['tokens']:,} training tokens, {wall:.1f} s wall")
-    print("wrote benchmarks/results/speedrun.json and docs/speedrun-loss.png")
+          f"{result['tokens']:,} training tokens, {wall:.1f} s wall, {result['ms_per_step']:.0f} ms/step (median)")
+    print(f"wrote benchmarks/results/{name}" + ("" if args.steps else " and docs/speedrun-loss.png"))
     shutil.rmtree(out, ignore_errors=True)
 
 

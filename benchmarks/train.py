@@ -4,9 +4,10 @@ CPU: Tiny Shakespeare, character level, three cases —
     baby      the `baby` preset (4 layers, 4 heads, d 128, context 64), batch 12: nanoGPT's CPU recipe
     speedrun  glassgpt/configs/speedrun.toml (4/4/192, context 128), batch 24: benchmarks/speedrun.py's model
     small     the `small` preset (6/6/384, context 256), batch 64
-each in fp32 and with bf16 autocast (matmuls in bf16, weights, gradients and AdamW in fp32), eager and with
-torch.compile. The variants of one case are timed round-robin (a few steps each, several rounds, the median
-kept), so a busy machine slows them all alike and their ratios hold. MFU is against the matmul peak of the
+each in fp32 and with bf16 autocast (matmuls in bf16, weights, gradients and AdamW in fp32), eager and (baby,
+speedrun) with torch.compile (compiling `small` was 0.89x eager here, and takes minutes), all with AdamW;
+the speedrun case also with its own optimizer (Muon on the blocks' matrices, AdamW on the rest), bf16 eager.
+The variants of one case are timed round-robin (a few steps each, several rounds, the median kept), so a busy machine slows them all alike and their ratios hold. MFU is against the matmul peak of the
 row's own precision, both measured in the same run (n×n products, the best of n = 512 and 1024).
 CUDA: the `gpt2` preset (124M, context 1024) with bf16 autocast, torch.compile and flash attention
 (scaled_dot_product_attention), against the GPU's measured bf16 matmul peak.
@@ -37,7 +38,7 @@ from matvec import cpu_info
 from glassgpt.config import preset
 from glassgpt.data import BatchSampler, tinyshakespeare_text
 from glassgpt.model import GPT
-from glassgpt.train import compile_blocks, make_config, next_token_loss
+from glassgpt.train import compile_blocks, make_config, make_optimizer, next_token_loss
 from glassgpt.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,16 +103,18 @@ class Variant:
     """One (case, precision, compile) trainer, ready to be stepped and timed."""
 
     def __init__(self, case: str, model_cfg, batch: int, precision: str, compile: bool, device: str,
-                 tokens: np.ndarray):
+                 tokens: np.ndarray, optimizer: str = "adamw"):
         torch.manual_seed(0)
         self.case, self.batch, self.precision, self.compile = case, batch, precision, compile
+        self.optimizer = optimizer
         self.model = GPT(model_cfg).to(device)
         self.T = model_cfg.n_ctx
         if compile:
             compile_blocks(self.model)
         sampler = BatchSampler(tokens, self.T, batch, seed=0, device=device)
-        self.trainer = Trainer(self.model, next_token_loss, sampler, max_steps=10 ** 9, lr=1e-3, warmup_steps=10,
-                               autocast_dtype=PRECISIONS[precision])
+        opt = make_optimizer(self.model, make_config("speedrun", {"optimizer": optimizer}))
+        self.trainer = Trainer(self.model, next_token_loss, sampler, max_steps=10 ** 9, lr=3e-3, warmup_steps=10,
+                               autocast_dtype=PRECISIONS[precision], optimizer=opt)
         self.times: list[float] = []
         self.device = device
 
@@ -127,7 +130,7 @@ class Variant:
         tps = self.batch * self.T / dt
         return {"case": self.case, "preset": self.model.cfg.name, "d_model": self.model.cfg.d_model,
                 "n_layers": self.model.cfg.n_layers, "batch": self.batch, "n_ctx": self.T,
-                "precision": self.precision, "compile": self.compile, "params": self.model.num_params(),
+                "precision": self.precision, "compile": self.compile, "optimizer": self.optimizer, "params": self.model.num_params(),
                 "steps_timed": len(self.times), "ms_per_step": dt * 1000, "tokens_per_s": tps,
                 "achieved_gflops": flops_per_token(self.model, self.T) * tps / 1e9}
 
@@ -136,6 +139,8 @@ def measure_case(case: str, model_cfg, batch: int, compiles: list[bool], rounds:
                  warmup: int, tokens: np.ndarray) -> list[dict]:
     """Every precision × compile variant of one case, timed round-robin; their rows."""
     variants = [Variant(case, model_cfg, batch, p, c, "cpu", tokens) for c in compiles for p in PRECISIONS]
+    if case == "speedrun":
+        variants.append(Variant(case, model_cfg, batch, "bf16", False, "cpu", tokens, make_config("speedrun").optimizer))
     for v in variants:
         for _ in range(warmup + 3 * v.compile):  # a compiled variant compiles during its first steps
             v.step(timed=False)
@@ -147,7 +152,7 @@ def measure_case(case: str, model_cfg, batch: int, compiles: list[bool], rounds:
     eager_fp32 = rows[0]["ms_per_step"]
     for r in rows:
         r["speedup_vs_fp32_eager"] = eager_fp32 / r["ms_per_step"]
-        print(f"  {case} {r['precision']} compile={r['compile']}: {r['ms_per_step']:.1f} ms/step "
+        print(f"  {case} {r['precision']} compile={r['compile']} {r['optimizer']}: {r['ms_per_step']:.1f} ms/step "
               f"({r['speedup_vs_fp32_eager']:.2f}× fp32 eager)", flush=True)
     return rows
 
@@ -175,7 +180,8 @@ def main() -> None:
             rounds, per_round = (2 if big else 4, 1 if big else 3)
             if args.quick:
                 rounds = max(1, rounds // 2)
-            rows += measure_case(case, model_cfg, batch, [False] if args.no_compile else [False, True],
+            compiles = [False] if args.no_compile or big else [False, True]
+            rows += measure_case(case, model_cfg, batch, compiles,
                                  rounds, per_round, 1 if big else 5, tokens)
         after = cpu_peaks(rounds=1)
         peaks = {k: max(v, after[k]) for k, v in peaks.items()}
@@ -191,7 +197,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         tokens = np.random.default_rng(0).integers(0, 50257, 5_000_000).astype(np.uint32)
         peaks = {"bf16": matmul_peak(torch.bfloat16, "cuda", n=8192)}
-        v = Variant("gpt2", preset("gpt2"), 16, "bf16", True, "cuda", tokens)
+        v = Variant("gpt2", preset("gpt2"), 16, "bf16", True, "cuda", tokens)  # AdamW, fused
         for _ in range(5):
             v.step(timed=False)
         for _ in range(20 // (2 if args.quick else 1)):
@@ -202,11 +208,12 @@ def main() -> None:
         title = f"{hardware['gpu']}; bf16 matmul peak {peaks['bf16']:.0f} GFLOP/s (measured in this run)"
     load_after = os.getloadavg()[0]
     print(f"\n{title}; load average {load_before:.1f} → {load_after:.1f}\n")
-    print("| case | batch × context | precision | compile | ms/step | tokens/s | × fp32 eager | GFLOP/s | MFU (own peak) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| case | batch × context | precision | compile | optimizer | ms/step | tokens/s | × fp32 eager | GFLOP/s | "
+          "MFU (own peak) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} ({r['n_layers']}/{r['d_model']}) | {r['batch']} × {r['n_ctx']} | {r['precision']} | "
-              f"{'yes' if r['compile'] else 'no'} | {r['ms_per_step']:,.1f} | {r['tokens_per_s']:,.0f} | "
+              f"{'yes' if r['compile'] else 'no'} | {r['optimizer']} | {r['ms_per_step']:,.1f} | {r['tokens_per_s']:,.0f} | "
               f"{r.get('speedup_vs_fp32_eager', 1.0):.2f} | {r['achieved_gflops']:.1f} | {r['mfu']:.0%} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"train-{device}.json"
