@@ -108,3 +108,12 @@ def test_generation_through_the_lean_step_equals_full_recomputation(kind):
             seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
     assert got == seq[len(prompt):]
     assert isinstance(new_cache(model, 10), StaticKVCache)
+
+
+def test_an_unpadded_batch_through_the_lean_step_generates_what_each_prompt_generates_alone():
+    model = _model("llama")
+    prompts, cfg = [[3, 1, 4, 1], [2, 7, 1, 8]], SampleConfig(max_new_tokens=10, temperature=0)
+    batch = torch.stack(list(generate_ids(model, prompts, cfg)), dim=1)
+    for row, p in enumerate(prompts):
+        assert batch[row].tolist() == [int(t[0]) for t in generate_ids(model, [p], cfg)]
+    assert batch[0].tolist() != batch[1].tolist()  # two different continuations: rows were not mixed up
