@@ -118,8 +118,8 @@ class ProgressBar:
 
 
 def make_qk_tracker(run_dir: Path, model, tokenizer, every: int):
-    """The Q/K geometry tracker, imported only when asked for (glassgpt.inspect may be left out)."""
-    try:
+    """The Q/K geometry tracker (glassgpt.inspect.qk), recording every `every` steps."""
+    try:  # imported here: inspection is training's sibling, not its base; only --track-qk needs it
         from .inspect.qk import QKTracker
     except ImportError:
         raise GlassError("--track-qk needs glassgpt.inspect.qk, which is not in this installation") from None

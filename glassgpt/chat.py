@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 from .errors import ContextLengthError, GlassError
 from .generate import SampleConfig, new_cache, stream, truncate
+from .template import render as render_template
 
 # For models that bring no template (GPT-2, a glassgpt run): plain text turns.
 PLAIN_TEMPLATE = (
@@ -29,8 +30,6 @@ PLAIN_STOPS = ("\nUser:", "\nSystem:")
 
 def render(template: str, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
     """Apply a chat template as transformers does, sandboxed and bounded (see glassgpt.template)."""
-    from .template import render as render_template
-
     return render_template(template, messages, add_generation_prompt=add_generation_prompt, **extra)
 
 

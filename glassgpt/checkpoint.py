@@ -27,7 +27,7 @@ import torch
 from .config import FIELD_NAMES, ModelConfig
 from .errors import CheckpointError, GlassError
 from .io import load_tensors, read_json, save_tensors, write_json
-from .sizes import check_config
+from .sizes import check_blocks, check_config, check_shapes
 from .trainer import parse_rng_state
 
 CHECKPOINTS = "checkpoints"
@@ -174,8 +174,6 @@ def check_rng_and_optimizer(meta: dict, source: Path) -> None:
 def check_weight_shapes(cfg: ModelConfig, weights: Path, config_file: Path) -> None:
     """model_config.json's sizes against the tensor headers of model.safetensors (nothing is loaded)."""
     from safetensors import SafetensorError, safe_open
-
-    from .sizes import check_blocks, check_shapes
 
     try:
         with safe_open(str(weights), framework="pt") as f:

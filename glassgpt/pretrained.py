@@ -14,8 +14,14 @@ and chat template it came with. The model itself (glassgpt.model) knows nothing 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from .chat import Chat
+from .convert.export import export_hf, export_safetensors
+from .convert.gguf_write import export_gguf
+from .generate import SampleConfig, generate
+from .load import load_model
 from .model import GPT
 
 
@@ -28,8 +34,6 @@ class PretrainedGPT(GPT):
     def from_pretrained(cls, path: str | Path | None = None, weights: str = "fp32") -> "PretrainedGPT":
         """load_model(path, weights) as a PretrainedGPT. path: a GGUF file, a Hugging Face folder, a glassgpt run
         folder, or None / "smollm2" for SmolLM2-135M-Instruct."""
-        from .load import load_model
-
         loaded = load_model(path, weights)
         model = loaded.model
         model.__class__ = cls  # the same module and weights; only these methods are added (the class adds no state)
@@ -44,11 +48,6 @@ class PretrainedGPT(GPT):
                  **sampling) -> str:
         """The continuation of prompt as text (glassgpt.generate.generate). chat=True wraps the prompt as a user
         message in the model's chat template. sampling: top_k, top_p, min_p, repetition_penalty, seed, stop_strings."""
-        from dataclasses import replace
-
-        from .chat import Chat
-        from .generate import SampleConfig, generate
-
         cfg = SampleConfig(max_new_tokens=max_new_tokens, temperature=temperature,
                            stop_ids=tuple(self.loaded.stop_ids), **sampling)
         if chat:
@@ -61,9 +60,6 @@ class PretrainedGPT(GPT):
     def save_pretrained(self, folder: str | Path, format: str = "hf", gguf_type: str = "f16") -> list[Path]:
         """Write the model and its tokenizer as `glassgpt export --format FORMAT` does: "hf" (a transformers
         folder), "gguf" (folder/model.gguf) or "safetensors" (glassgpt's own names)."""
-        from .convert.export import export_hf, export_safetensors
-        from .convert.gguf_write import export_gguf
-
         folder = Path(folder)
         if format == "hf":
             return export_hf(self.loaded, folder)

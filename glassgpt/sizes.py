@@ -22,6 +22,7 @@ import torch
 
 from .config import ConfigFieldError, ModelConfig
 from .errors import CheckpointError, GlassError
+from .model import GPT
 
 # Which ModelConfig fields set the shape of each kind of weight (by the last part of its name).
 SHAPE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -55,8 +56,6 @@ def check_blocks(n_layers: int, names: list[str], pattern: str, label: str, sour
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every weight's shape for cfg, from a model built on the meta device (no memory)."""
-    from .model import GPT
-
     with torch.device("meta"):
         model = GPT(cfg)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from .checkpoint import CHECKPOINTS, TRAIN_CONFIG
 from .errors import GlassError
+from .io import read_json
 
 
 class FolderRefused(GlassError):
@@ -58,14 +60,10 @@ def claim_file(path: str | Path, what: str, is_own: Callable[[Path], bool], repl
 
 
 def is_training_run(path: Path) -> bool:
-    from .checkpoint import CHECKPOINTS, TRAIN_CONFIG
-
     return (path / TRAIN_CONFIG).is_file() or (path / CHECKPOINTS).is_dir()
 
 
 def is_seq2seq_run(path: Path) -> bool:
-    from .io import read_json
-
     try:
         config = read_json(path / "config.json")
     except GlassError:

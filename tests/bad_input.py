@@ -130,8 +130,8 @@ def _make_assets(root: Path) -> dict[str, Path]:
     import gguf_synth as gs
     import torch
 
-    from glassgpt.commands.export import export_hf
     from glassgpt.config import ModelConfig
+    from glassgpt.convert.export import export_hf
     from glassgpt.load import Loaded, load_model
     from glassgpt.model import GPT
 

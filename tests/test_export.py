@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from glassgpt.cli import main
-from glassgpt.commands.export import char_tokenizer_json, export_hf
 from glassgpt.config import ModelConfig
+from glassgpt.convert.export import char_tokenizer_json, export_hf
 from glassgpt.load import load_gguf
 from glassgpt.errors import CheckpointError
 from glassgpt.io import load_tensors, read_json

@@ -139,7 +139,7 @@ def test_every_bundled_recipe_exports_to_a_folder_transformers_loads(tmp_path, r
     """The recipe's architecture (positions, norm, MLP, biases, heads, tying) at a test's size, random weights."""
     from transformers import AutoModelForCausalLM
 
-    from glassgpt.commands.export import export_hf
+    from glassgpt.convert.export import export_hf
 
     cfg = make_config(recipe).model_config(65)
     small = cfg.replace(n_layers=2, d_model=8 * cfg.n_heads, d_mlp=32 * cfg.n_heads, n_ctx=min(cfg.n_ctx, 64),

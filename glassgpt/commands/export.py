@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..convert.export import char_tokenizer_json, export_hf, export_safetensors  # noqa: F401 (the writers)
 from .common import MODEL_HELP, UsageError, add_model_args, command, load
 
 FORMATS = ("hf", "gguf", "safetensors")
@@ -59,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
         files = [export_gguf(loaded, out, args.gguf_type)]
     else:
+        from ..convert.export import export_hf, export_safetensors
+
         files = export_hf(loaded, out) if args.format == "hf" else export_safetensors(loaded, out)
     print(f"wrote {', '.join(f.name for f in files)} to {out}")
     return 0

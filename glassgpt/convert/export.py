@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..io import save_tensors, write_atomic, write_json
+from ..tokenizer import BPETokenizer, CharTokenizer
+from .hf import config_to_hf, to_hf_state_dict
+
 
 def export_hf(loaded, out: Path) -> list[Path]:
     """A Hugging Face model folder: config.json + model.safetensors + tokenizer files."""
-    from .hf import config_to_hf, to_hf_state_dict
-    from ..io import save_tensors, write_json
-
     cfg = loaded.model.cfg
     hf_config = config_to_hf(cfg)  # raises for a model Hugging Face has no architecture for
     tok = loaded.tokenizer
@@ -28,8 +29,6 @@ def export_hf(loaded, out: Path) -> list[Path]:
 
 def export_safetensors(loaded, out: Path) -> list[Path]:
     """glassgpt's own names and ModelConfig: any model, including a GGUF dequantised to fp32."""
-    from ..io import save_tensors, write_json
-
     sd = {k: v.float() for k, v in loaded.model.state_dict().items()}
     files = [save_tensors(out / "model.safetensors", sd, metadata={"format": "glassgpt"}),
              write_json(out / "model_config.json", loaded.model.cfg.to_dict())]
@@ -38,9 +37,6 @@ def export_safetensors(loaded, out: Path) -> list[Path]:
 
 def _tokenizer_files(loaded, out: Path) -> list[Path]:
     """tokenizer.json as a Hugging Face `tokenizers` file (a character tokenizer becomes a word-level one)."""
-    from ..io import write_atomic, write_json
-    from ..tokenizer import BPETokenizer, CharTokenizer
-
     tok = loaded.tokenizer
     if isinstance(tok, BPETokenizer):
         path = tok.save(out)

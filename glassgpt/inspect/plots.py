@@ -17,6 +17,9 @@ import torch
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 
+from ..io import write_atomic
+from .heads import SCORES
+
 warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from (current )?font")
 warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support .* natively")
 
@@ -144,8 +147,6 @@ _SCORE_TITLES = {"distance": "mean attention distance (tokens)", "entropy": "att
 
 def head_scores_figure(scores, title: str = "") -> Figure:
     """Each score as a layers × heads heatmap."""
-    from .heads import SCORES
-
     L, H = scores.distance.shape
     fig = _fig(3.2 * len(SCORES), max(3.0, 1.0 + 0.22 * L))
     for n, name in enumerate(SCORES):
@@ -163,8 +164,6 @@ def head_scores_figure(scores, title: str = "") -> Figure:
 
 def layer_heads_figure(scores, layer: int) -> Figure:
     """One layer: each head's five scores as bars."""
-    from .heads import SCORES
-
     H = scores.distance.shape[1]
     fig = _fig(3.0 * len(SCORES), 2.8)
     for n, name in enumerate(SCORES):
@@ -342,8 +341,6 @@ def curves_figure(series: dict[str, tuple[list[float], list[float]]], xlabel: st
 def save(fig: Figure, path: str | Path, dpi: int = 90) -> Path:
     """Render to PNG atomically."""
     import io as _io
-
-    from ..io import write_atomic
 
     buf = _io.BytesIO()
     with warnings.catch_warnings():

@@ -123,7 +123,8 @@ class QKTracker:
             self.record(step)
         self.flush()
         if self.records:
-            from .plots import save
+            from .plots import \
+                save  # imported here: matplotlib loads when the figure is drawn, not when training starts
 
             save(qk_figure(self.records), self.run_dir / self.FIGURE)
 

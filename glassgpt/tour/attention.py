@@ -10,6 +10,15 @@ import statistics
 import torch
 import torch.nn.functional as F
 
+from ..inspect.attention import attention_patterns, attention_scores
+from ..inspect.common import token_labels
+from ..inspect.multihead import val_loss
+from ..inspect.plots import attention_heatmap, cosine_matrix_figure, curves_figure
+from ..seq2seq.model import EncoderDecoder
+from ..seq2seq.pooling import PoolingClassifier
+from ..seq2seq.task import _ONES, _TENS, Task, TaskConfig
+from ..seq2seq.train import (TrainConfig, accuracy, classifier_config, exact_match, train_classifier,
+                             train_translator, translator_config)
 from .core import Tour, max_diff, one_thread, verdict
 from .gpt import SENTENCE
 
@@ -71,10 +80,6 @@ def t3(t: Tour) -> dict:
 
 def t4(t: Tour) -> dict:
     """Q/K similarity rests on the embeddings' meaning: the embedding matrix before and after training."""
-    from ..inspect.common import token_labels
-    from ..inspect.multihead import val_loss
-    from ..inspect.plots import cosine_matrix_figure
-
     toy = t.toy()
     tok = toy.tokenizer
     chars = {tok.decode([i]): i for i in range(tok.vocab_size)}
@@ -136,12 +141,6 @@ def t4(t: Tour) -> dict:
 
 def t5(t: Tour) -> dict:
     """Self-attention, cross-attention (translation), multi-head, and fixed learned queries — trained."""
-    from ..seq2seq.model import EncoderDecoder
-    from ..seq2seq.pooling import PoolingClassifier
-    from ..seq2seq.task import _ONES, _TENS, Task, TaskConfig
-    from ..seq2seq.train import (TrainConfig, accuracy, classifier_config, exact_match, train_classifier,
-                                 train_translator, translator_config)
-
     b = t.budget
     task = Task(TaskConfig(name="digits-to-words", max_number=999))
     cfg = translator_config(task, d_model=32, n_heads=4, n_enc_layers=1, n_dec_layers=1, d_mlp=64)
@@ -212,8 +211,6 @@ def t6(t: Tour) -> dict:
 
 def t7(t: Tour) -> dict:
     """Residual connections keep low-level information: each layer adds to the stream instead of replacing it."""
-    from ..inspect.plots import curves_figure
-
     s = t.smol()
     L = s.model.cfg.n_layers
     names = ["embed"] + [f"blocks.{i}.{n}" for i in range(L) for n in ("resid_pre", "attn.out", "mlp.out")]
@@ -257,10 +254,6 @@ def t7(t: Tour) -> dict:
 
 def t8(t: Tour) -> dict:
     """The attention matrix is n×n: the scores QKᵀ, scaled, masked and softmaxed, become the weights."""
-    from ..inspect.attention import attention_patterns, attention_scores
-    from ..inspect.common import token_labels
-    from ..inspect.plots import attention_heatmap
-
     s = t.smol()
     ids = t.ids(SENTENCE)
     n = min(4, s.model.cfg.n_layers - 1)

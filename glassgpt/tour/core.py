@@ -18,8 +18,17 @@ from typing import Callable
 
 import torch
 
+from ..config import ModelConfig
+from ..data import load_corpus
 from ..errors import GlassError
+from ..inspect.baselines import ngram_losses
+from ..inspect.multihead import RandomWindows, next_token_loss, val_loss
+from ..inspect.plots import save
+from ..inspect.qk import QKTracker
+from ..load import load_model
 from ..model import GPT
+from ..tokenizer import CharTokenizer
+from ..trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -97,13 +106,6 @@ class Toy:
 def train_toy(text: str, out_dir: Path, budget: Budget = FULL, shuffle: bool = False, seed: int = 1337,
               deadline: float | None = None, log: Callable[[str], None] = print) -> Toy:
     """Train the toy model on `text` (characters) for budget.toy_steps steps, Q/K tracked as it goes."""
-    from ..config import ModelConfig
-    from ..inspect.baselines import ngram_losses
-    from ..inspect.multihead import RandomWindows, next_token_loss, val_loss
-    from ..inspect.qk import QKTracker
-    from ..tokenizer import CharTokenizer
-    from ..trainer import Trainer
-
     b = budget
     tok = CharTokenizer.from_text(text)
     ids = torch.tensor(tok.encode(text), dtype=torch.long)
@@ -166,8 +168,6 @@ class Tour:
 
     def smol(self):
         if self._smol is None:
-            from ..load import load_model
-
             t0 = time.perf_counter()
             self._smol = load_model(self.smol_spec)
             self._smol.model.eval()
@@ -176,8 +176,6 @@ class Tour:
 
     def text(self) -> str:
         if self._text is None:
-            from ..data import load_corpus
-
             self._text = load_corpus(self.data or "tinyshakespeare").text
         return self._text
 
@@ -203,8 +201,6 @@ class Tour:
         self.warnings.append(text)
 
     def figure(self, fig, name: str) -> str:
-        from ..inspect.plots import save
-
         path = save(fig, self.out / name)
         self.say(f"figure: {path}")
         return str(path)

@@ -6,7 +6,18 @@ import math
 
 import torch
 
+from ..chat import render
+from ..describe import describe
 from ..errors import ContextLengthError
+from ..generate import SampleConfig, generate
+from ..inspect import embed
+from ..inspect.attention import attention_patterns
+from ..inspect.common import token_labels
+from ..inspect.heads import distance_without_first, first_token_score, mean_distance, uniform_pattern
+from ..inspect.lens import lens_logits, logit_lens
+from ..inspect.mlp import mlp_ablation, near_zero_fraction
+from ..inspect.plots import (curves_figure, distance_sink_figure, lens_figure, mlp_ablation_figure,
+                             pair_report_figure, projection_figure, temperature_figure)
 from ..model import softmax_with_temperature
 from .core import Tour, label, max_diff, verdict
 
@@ -19,8 +30,6 @@ GENESIS = ("In the beginning God created the heaven and the earth. And the earth
 
 def g1(t: Tour) -> dict:
     """GPT = Generative + Pre-trained + Transformer."""
-    from ..generate import SampleConfig, generate
-
     s = t.smol()
     text = generate(s.model, s.tokenizer, "Once upon a time", SampleConfig(max_new_tokens=20, temperature=0))
     t.say(f"pre-trained SmolLM2, greedy: 'Once upon a time{text}'")
@@ -40,8 +49,6 @@ def g1(t: Tour) -> dict:
 
 def g2(t: Tour) -> dict:
     """Embedding → (Attention → MLP) × N → Unembedding."""
-    from ..describe import describe
-
     m = t.smol().model
     t.say(describe(m))
     return {"n_layers": m.cfg.n_layers, "stages": ["embed"] + [f"blocks.{i}" for i in range(m.cfg.n_layers)] + ["unembed"]}
@@ -72,10 +79,6 @@ def g3(t: Tour) -> dict:
 
 def g4(t: Tour) -> dict:
     """Shallow layers attend locally, deep layers globally (mean attention distance per layer, sink left out)."""
-    from ..inspect.attention import attention_patterns
-    from ..inspect.heads import distance_without_first, first_token_score, mean_distance, uniform_pattern
-    from ..inspect.plots import distance_sink_figure
-
     s = t.smol()
     ids = t.ids(GENESIS)[: s.model.cfg.n_ctx]
     pattern = attention_patterns(s.model, ids).float()  # (L, H, T, T)
@@ -116,9 +119,6 @@ def g4(t: Tour) -> dict:
 
 def g5(t: Tour) -> dict:
     """MLP = up-projection → non-linearity → down-projection; what it adds, measured by taking it away."""
-    from ..inspect.mlp import mlp_ablation, near_zero_fraction
-    from ..inspect.plots import mlp_ablation_figure
-
     s = t.smol()
     cfg = s.model.cfg
     layer = min(5, cfg.n_layers - 1)
@@ -170,10 +170,6 @@ def g5(t: Tour) -> dict:
 
 def g6(t: Tour) -> dict:
     """Each layer builds on the last (the logit lens: the best guess at each layer)."""
-    from ..inspect.common import token_labels
-    from ..inspect.lens import lens_logits, logit_lens
-    from ..inspect.plots import lens_figure
-
     s = t.smol()
     ids = t.ids(PROMPT)
     lens = logit_lens(s.model, ids, k=3)
@@ -197,8 +193,6 @@ def g6(t: Tour) -> dict:
 
 def g7(t: Tour) -> dict:
     """Stacking approximates the next-token distribution: the loss against what simple counts of the data achieve."""
-    from ..inspect.plots import curves_figure
-
     toy = t.toy()
     b = toy.baselines
     xs, ys = zip(*toy.evals)
@@ -236,9 +230,6 @@ def g8(t: Tour) -> dict:
 
 def g9(t: Tour) -> dict:
     """Embedding directions carry meaning: cats − cat ≈ plural, woman − man ≈ female."""
-    from ..inspect import embed
-    from ..inspect.plots import pair_report_figure, projection_figure
-
     s = t.smol()
     m, tok = s.model, s.tokenizer
     result = embed.analogy(m, tok, "king", "man", "woman", k=5)
@@ -295,8 +286,6 @@ def g9(t: Tour) -> dict:
 
 def g10(t: Tour) -> dict:
     """The system prompt is the initial context; the user's first question is the first turn."""
-    from ..chat import render
-
     s = t.smol()
     if not s.chat_template:
         t.warn("this model has no chat template: G10 cannot be shown")
@@ -332,8 +321,6 @@ def g11(t: Tour) -> dict:
 
 def g12(t: Tour) -> dict:
     """Logits → softmax → probabilities; temperature divides the logits: e^(x/T) / Σ e^(x/T)."""
-    from ..inspect.plots import temperature_figure
-
     s = t.smol()
     with torch.no_grad():
         logits = s.model(t.ids(PROMPT).unsqueeze(0))[0, -1].float()

@@ -10,7 +10,13 @@ import statistics
 import torch
 import torch.nn.functional as F
 
+from ..inspect.attention import attention_patterns
+from ..inspect.baselines import ngram_losses
+from ..inspect.grad import attention_backward, attention_forward
+from ..inspect.multihead import train_heads
+from ..inspect.qk import qk_figure
 from ..inspect.weights import W_OV, head_weights
+from ..tokenizer import CharTokenizer
 from .core import Tour, max_diff, one_thread, verdict
 from .gpt import SENTENCE
 
@@ -78,8 +84,6 @@ def t11(t: Tour) -> dict:
 
 def t12(t: Tour) -> dict:
     """Each token asks 'whose information do I need?', weighs each answer, and re-reads itself in context."""
-    from ..inspect.attention import attention_patterns
-
     s = t.smol()
     ids = t.ids(SENTENCE)
     labels = [s.tokenizer.decode([int(i)]) for i in ids]
@@ -93,9 +97,6 @@ def t12(t: Tour) -> dict:
 
 def t13(t: Tour) -> dict:
     """One head models one kind of relation; several heads model several in parallel (equal size, 3 seeds)."""
-    from ..inspect.baselines import ngram_losses
-    from ..inspect.multihead import train_heads
-
     b = t.budget
     text = t.text()[:200_000]
     results = {}
@@ -110,7 +111,6 @@ def t13(t: Tour) -> dict:
             t.say(f"{H} head(s) of d_head {32 // H}: {r['parameters']:,} parameters, {b.heads_steps} steps × "
                   f"{b.heads_seeds} seeds → validation loss {r['mean']:.3f} ± {r['sd']:.3f} "
                   f"({', '.join(f'{v:.3f}' for v in vals)})")
-    from ..tokenizer import CharTokenizer
 
     tok = CharTokenizer.from_text(text)
     ids = torch.tensor(tok.encode(text))
@@ -137,8 +137,6 @@ def _per_head(record: dict, key: str) -> torch.Tensor:
 
 def t14(t: Tour) -> dict:
     """Q, K, V start random and specialise through gradient descent — against an untrained model and shuffled data."""
-    from ..inspect.qk import qk_figure
-
     toy, shuffled = t.toy(), t.toy(shuffled=True)
     start, end, sh_end = toy.qk[0], toy.qk[-1], shuffled.qk[-1]
     keys = ("norm_Q", "norm_K", "entropy", "prev_token", "distance", "principal_cos")
@@ -176,8 +174,6 @@ def t15(t: Tour) -> dict:
 
 def t16(t: Tour) -> dict:
     """∂loss/∂Q is made of K (and ∂loss/∂K of Q): hand-derived gradient = autograd; the Q/K subspaces over training."""
-    from ..inspect.grad import attention_backward, attention_forward
-
     toy, shuffled = t.toy(), t.toy(shuffled=True)
     model = copy.deepcopy(toy.model).double()
     layer = min(1, model.cfg.n_layers - 1)

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..chat import PLAIN_STOPS, PLAIN_TEMPLATE, render
 from ..errors import GlassError
 from ..generate import SampleConfig, Sampler, stream
 from . import analysis, tokens as tokview
@@ -326,8 +327,6 @@ def _prepare(registry: Registry, req: GenerateRequest) -> tuple[Entry, list[int]
     entry = registry.get(req.model)
     text, stops = req.prompt, list(req.stop_strings)
     if req.chat:
-        from ..chat import PLAIN_STOPS, PLAIN_TEMPLATE, render
-
         template = entry.loaded.chat_template or PLAIN_TEMPLATE
         text = render(template, [{"role": "user", "content": req.prompt}], bos_token=entry.loaded.bos_token or "",
                       eos_token=entry.loaded.eos_token or "")

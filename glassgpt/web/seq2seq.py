@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 
 from ..io import read_json
+from ..seq2seq.checkpoint import load_run
+from ..seq2seq.decode import beam_search, greedy
+from ..seq2seq.plots import alignment
 from .registry import _ID, UnknownModel, _inside
 
 PREFIX = "seq2seq/"
@@ -72,8 +75,6 @@ class Translators:
 
     def get(self, model_id: str | None) -> Translator:
         """The translator for an id (None: the first one), loaded."""
-        from ..seq2seq.checkpoint import load_run
-
         with self._lock:
             self._scan()
             if model_id is None:
@@ -110,9 +111,6 @@ def translate(run, text: str, beam: int = 1) -> dict:
     alignment[layer][t][s]: how much output token t (its query) read source character s; each row sums to 1.
     Bad symbols and over-long sources raise the task's own GlassErrors (HTTP 422).
     """
-    from ..seq2seq.decode import beam_search, greedy
-    from ..seq2seq.plots import alignment
-
     model, task = run.model, run.task
     tv = task.tgt_vocab
     src = task.encode_sources([text])  # (1, S); checks the symbols and the length
