@@ -2,8 +2,9 @@
 
 GPT.forward is the glass box: hooks on every activation, masks for padded batches and query blocks,
 checks on every input, a KV cache that grows. Generating one token a step needs none of that, and on
-a CPU the Python around a layer's ~20 small operations costs about as much as reading its weights. So
-generation's loop runs `DecodeStep` instead, which computes the same logits (tests/test_decode.py):
+a CPU the many small operations around the weight products are a large share of a step (about a third
+of an int4 step, by torch's profiler). So generation's loop runs `DecodeStep` instead, which computes
+the same logits (tests/test_decode.py) with less around them:
 
     StaticKVCache   keys and values preallocated for `capacity` tokens, (n_layers, B, n_kv_heads,
                     capacity, d_head), each step writing one position in place: no per-step allocation,
