@@ -131,7 +131,7 @@ class Variant:
         return {"case": self.case, "preset": self.model.cfg.name, "d_model": self.model.cfg.d_model,
                 "n_layers": self.model.cfg.n_layers, "batch": self.batch, "n_ctx": self.T,
                 "precision": self.precision, "compile": self.compile, "optimizer": self.optimizer, "params": self.model.num_params(),
-                "steps_timed": len(self.times), "ms_per_step": dt * 1000, "tokens_per_s": tps,
+                "steps_timed": len(self.times), "warmup_s": getattr(self, "warmup_s", 0.0), "ms_per_step": dt * 1000, "tokens_per_s": tps,
                 "achieved_gflops": flops_per_token(self.model, self.T) * tps / 1e9}
 
 
@@ -142,8 +142,10 @@ def measure_case(case: str, model_cfg, batch: int, compiles: list[bool], rounds:
     if case == "speedrun":
         variants.append(Variant(case, model_cfg, batch, "bf16", False, "cpu", tokens, make_config("speedrun").optimizer))
     for v in variants:
+        t0 = time.perf_counter()
         for _ in range(warmup + 3 * v.compile):  # a compiled variant compiles during its first steps
             v.step(timed=False)
+        v.warmup_s = time.perf_counter() - t0  # with compile: mostly the compilation
     for _ in range(rounds):
         for v in variants:
             for _ in range(per_round):
@@ -153,7 +155,7 @@ def measure_case(case: str, model_cfg, batch: int, compiles: list[bool], rounds:
     for r in rows:
         r["speedup_vs_fp32_eager"] = eager_fp32 / r["ms_per_step"]
         print(f"  {case} {r['precision']} compile={r['compile']} {r['optimizer']}: {r['ms_per_step']:.1f} ms/step "
-              f"({r['speedup_vs_fp32_eager']:.2f}× fp32 eager)", flush=True)
+              f"({r['speedup_vs_fp32_eager']:.2f}× fp32 eager; warmup {r['warmup_s']:.1f} s)", flush=True)
     return rows
 
 
