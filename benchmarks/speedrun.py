@@ -111,7 +111,7 @@ def main() -> None:
     steps = run.trainer.step
     result = {"val_loss": val, "wall_s": wall, "steps": steps, "tokens": steps * cfg.batch_size * run.train_ctx,
               "threads": args.threads, "budget_s": 0 if args.steps else args.seconds, "step_budget": args.steps,
-              "ms_per_step": 1000 * float(np.median([r["ms"] for r in records if "ms" in r])),
+              "ms_per_step": float(np.median([r["ms"] for r in records if "ms" in r])),
               "cpu": cpu_info(),
               "load_average_1min": [load_before, os.getloadavg()[0]], "config": cfg.to_dict(),
               "model": run.model_cfg.to_dict(), "parameters": run.model.num_params(), "torch": torch.__version__,
