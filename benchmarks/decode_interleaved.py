@@ -1,6 +1,6 @@
 """Decode speed of several implementations measured in turns, for a machine whose load changes minute to minute.
 
-    .venv/bin/python benchmarks/decode_interleaved.py                      # fp32, fp16, int4, transformers, llama.cpp
+    .venv/bin/python benchmarks/decode_interleaved.py                      # every mode, transformers, llama.cpp
     .venv/bin/python benchmarks/decode_interleaved.py --impls fp16,int4 --rounds 9
 
 benchmarks/generate.py measures one implementation after another; when other jobs share the
@@ -9,7 +9,10 @@ lives in one process and they take turns: each round, each decodes 16 greedy tok
 same 64-token prompt, and the median over rounds is kept, so a busy minute slows all of them.
 llama.cpp (another interpreter) decodes in a loop in a second process for the whole window
 (its median over the same window; it
-stops when the torch rounds do). Writes benchmarks/results/decode_interleaved-<threads>threads.json.
+stops when the torch rounds do). Beside each: the bytes one decode step reads, the bandwidth
+ceiling (read bandwidth, measured before and after in the same run, ÷ those bytes) and the
+fraction of it reached; the JSON also records the CPU's flags, torch's CPU capability and which
+kernel each glassgpt mode ran. Writes benchmarks/results/decode_interleaved-<threads>threads.json.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from generate import LLAMA_PYTHON, TEXT, Ours, Theirs, llama_available  # noqa: E402
+from generate import LLAMA_PYTHON, MODES, TEXT, Ours, Theirs, llama_available  # noqa: E402
+from matvec import cpu_info, read_bandwidth  # noqa: E402
 
 LOOP = """
 import os, sys, time, json, numpy as np, llama_cpp
@@ -50,7 +54,7 @@ print(json.dumps(rates))
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--impls", default="fp32,fp16,int4,transformers,llama.cpp")
+    ap.add_argument("--impls", default=",".join(MODES) + ",transformers,llama.cpp")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -65,6 +69,7 @@ def main() -> None:
         llama = subprocess.Popen([LLAMA_PYTHON, "-c", LOOP, str(default_gguf_path()), str(args.threads), str(stop),
                                   TEXT], stdout=subprocess.PIPE, text=True)
     rates: dict[str, list[float]] = {n: [] for n in runners}
+    bandwidth = [read_bandwidth()]
     started = time.time()
     with torch.inference_mode():
         for _ in range(args.rounds):
@@ -77,22 +82,46 @@ def main() -> None:
                 rates[name].append(16 / (time.perf_counter() - t))
             print({n: round(v[-1], 2) for n, v in rates.items()}, file=sys.stderr, flush=True)
     window = time.time() - started
-    result = {"threads": args.threads, "rounds": args.rounds, "window_s": round(window),
-              "decode_tok_s": {n: round(statistics.median(v), 2) for n, v in rates.items()}}
+    bandwidth.append(read_bandwidth())
+    result = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "window_s": round(window),
+              "read_gb_s": max(b["read_gb_s"] for b in bandwidth), "bandwidth": bandwidth,
+              "decode_tok_s": {n: round(statistics.median(v), 2) for n, v in rates.items()},
+              "bytes_mb": {n: round(r.weights_bytes() / 1e6, 1) for n, r in runners.items()},
+              "kernels": {n: r.kernels() for n, r in runners.items() if isinstance(r, Ours)}}
     if llama is not None:
         stop.touch()
         out, _ = llama.communicate()
         llama_rates = json.loads(out.strip().splitlines()[-1]) if out.strip() else []
+    else:
+        llama_rates = []
         if llama_rates:
             result["decode_tok_s"]["llama.cpp"] = round(statistics.median(llama_rates), 2)
             result["llama_cpp_rounds"] = len(llama_rates)
+    if llama is not None and llama_rates:
+        result["bytes_mb"]["llama.cpp"] = round(llama_bytes() / 1e6, 1)
+    result["ceiling_tok_s"] = {n: round(result["read_gb_s"] * 1e3 / mb, 1) for n, mb in result["bytes_mb"].items()}
+    result["of_ceiling"] = {n: round(result["decode_tok_s"][n] / c, 2) for n, c in result["ceiling_tok_s"].items()}
     base = result["decode_tok_s"]
     for ref in ("transformers", "llama.cpp"):
         if ref in base:
             result[f"ratios_vs_{ref}"] = {n: round(v / base[ref], 2) for n, v in base.items() if n != ref}
     print(json.dumps(result))
+    print(f"read bandwidth {result['read_gb_s']} GB/s; {args.threads} thread(s), {args.rounds} rounds, {window:.0f} s")
+    print(f"{'decode':<14} {'tok/s':>7} {'MB/token':>9} {'ceiling':>8} {'of ceil.':>8} {'× llama.cpp':>11} {'× transformers':>14}")
+    for n, v in base.items():
+        print(f"{n:<14} {v:>7} {result['bytes_mb'].get(n, '?'):>9} {result['ceiling_tok_s'].get(n, '?'):>8} "
+              f"{result['of_ceiling'].get(n, '?'):>8} {result.get('ratios_vs_llama.cpp', {}).get(n, '-'):>11} "
+              f"{result.get('ratios_vs_transformers', {}).get(n, '-'):>14}")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"decode_interleaved-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def llama_bytes() -> int:
+    """Bytes llama.cpp reads a token: the GGUF's tensor data (every weight once; the embedding table
+    too, as its unembedding is tied)."""
+    from glassgpt.convert.gguf import default_gguf_path, read_gguf
+
+    return sum(int(t.n_bytes) for t in read_gguf(default_gguf_path()).tensors)
 
 
 if __name__ == "__main__":

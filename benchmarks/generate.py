@@ -9,7 +9,7 @@ Each implementation runs in its own process, one after the other, so its peak RS
 Measured: load time (glassgpt: a second load, from the converted-weights cache), prefill tokens/s
 (a 256-token prompt, one forward pass, last position's logits only), decode tokens/s (128 new
 tokens, greedy, one token a step with the KV cache), decode ms/token as the context grows,
-peak RSS and the bytes of weights one decode step reads. The bandwidth ceiling of a row is read
+peak RSS and the bytes of weights one decode step reads (glassgpt: glassgpt.fast.decode_bytes). The bandwidth ceiling of a row is read
 bandwidth ÷ those bytes, with read bandwidth measured in the same run (benchmarks/matvec.py's
 large-array read, before and after; the larger is kept). The JSON records CPU flags and torch's
 CPU capability.
@@ -67,9 +67,15 @@ class Ours:
         return self.model(torch.tensor([[token]]), cache=cache)[:, -1]
 
     def weights_bytes(self) -> int:
-        from glassgpt.fast import weights_bytes
+        """Bytes one decode step reads (a packed unembedding replaces the float32 W_E in the logits)."""
+        from glassgpt.fast import decode_bytes
 
-        return weights_bytes(self.model)
+        return decode_bytes(self.model)
+
+    def kernels(self) -> dict:
+        from glassgpt.fast import kernel_report
+
+        return kernel_report(self.model)
 
 
 class Theirs:
@@ -137,7 +143,8 @@ def measure(impl: str, repeats: int, contexts: list[int], threads: int) -> dict:
     return {"impl": impl, "threads": threads, "load_s": round(runner.load_s, 2),
             "prefill_tok_s": round(statistics.median(prefill), 1), "decode_tok_s": round(statistics.median(decode), 1),
             "decode_ms_by_context": per_token, "peak_rss_mb": peak_rss_mb(),
-            "weights_mb": round(runner.weights_bytes() / 1e6, 1)}
+            "weights_mb": round(runner.weights_bytes() / 1e6, 1),
+            **({"kernels": runner.kernels()} if isinstance(runner, Ours) else {})}
 
 
 def bare_torch_rss() -> int:

@@ -7,7 +7,13 @@ Decoding one token multiplies one activation vector by every weight matrix once:
 W_Q, W_K, W_V, W_O (576×576, 576×192 twice, 576×576), W_gate, W_up (576×1536) and W_down
 (1536×576), then the tied unembedding (576×49152). Each format below runs that whole set
 through the class glassgpt uses for it (glassgpt.quant), so the conversions of the activations
-are counted too. The ceiling of a format is read bandwidth ÷ its bytes; read bandwidth is
+are counted too, with the unembedding as the mode stores it (float32 beside fp16/bf16 layers,
+8-bit blocks beside 4-bit blocks; its time alone is a column). Rows:
+    fp32, fp16, bf16            torch's own matrix-vector products
+    aten-int8pack/int4pack      torch's packed int8/int4 kernels (bf16 activations): the old modes
+    q8x2-*, q4x2-*, q4x1-*      glassgpt/kernels/blockdot.c, 8- or 4-bit blocks, two or one int8
+                                activation passes, in each version this CPU runs (avx512-vnni, avx2);
+                                q4x2 is the int4 mode, q4x1 the q4a8 mode, q8x2 the int8 mode The ceiling of a format is read bandwidth ÷ its bytes; read bandwidth is
 measured in the same run by summing a 512 MB array (and, for reference, copying one).
 The formats are timed round-robin, several rounds, and the median is kept, so a busy machine
 slows them all alike. The JSON records the CPU's flags and torch's CPU capability, because
@@ -26,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from glassgpt.quant import FullWeight, HalfWeight, Int4Weight, Int8Weight
+from glassgpt import kernels
+from glassgpt.quant import BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight
 
 RESULTS = Path(__file__).resolve().parent / "results"
 D, D_MLP, D_KV, D_VOCAB, N_LAYERS = 576, 1536, 192, 49152, 30
@@ -34,13 +41,27 @@ LAYER_SHAPES = [(D, D), (D, D_KV), (D, D_KV), (D, D), (D, D_MLP), (D, D_MLP), (D
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
          "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
 
-FORMATS = {  # name: how one (d_in, d_out) float32 matrix is stored
+FORMATS = {  # name: how one (d_in, d_out) float32 matrix is stored (and which kernel multiplies it)
     "fp32": FullWeight,
     "fp16": lambda W: HalfWeight(W, torch.float16),
     "bf16": lambda W: HalfWeight(W, torch.bfloat16),
-    "int8": Int8Weight.quantize,
-    "int4": Int4Weight.quantize,
+    "aten-int8pack": Int8Weight.quantize,  # torch's packed kernels (bf16 activations), the previous int8/int4
+    "aten-int4pack": Int4Weight.quantize,
 }
+for _isa in kernels.usable():  # glassgpt's blockdot.c, each version this CPU runs
+    FORMATS[f"q8x2-{_isa}"] = lambda W, isa=_isa: _block(W, 8, 2, isa)
+    FORMATS[f"q4x2-{_isa}"] = lambda W, isa=_isa: _block(W, 4, 2, isa)
+    FORMATS[f"q4x1-{_isa}"] = lambda W, isa=_isa: _block(W, 4, 1, isa)
+UNEMBEDDING = {  # what a mode stores the unembedding as, when it is not the layers' format
+    "fp16": FullWeight, "bf16": FullWeight,  # the fp16/bf16 modes keep a float32 unembedding
+    **{f: (lambda W, f=f: _block(W, 8, 2 if "x2" in f else 1, f.split("-", 1)[1])) for f in FORMATS if f.startswith("q4")},
+}
+
+
+def _block(W: torch.Tensor, bits: int, terms: int, isa: str) -> BlockWeight:
+    w = BlockWeight.quantize(W, bits, terms=terms)
+    w.kernel = isa
+    return w
 
 
 def cpu_info() -> dict:
@@ -77,21 +98,24 @@ def read_bandwidth(mb: int = 512, rounds: int = 5) -> dict:
 
 
 def build(fmt: str, seed: int = 0) -> tuple[list, int]:
-    """Every decode matrix in one format: (weights, bytes)."""
+    """Every decode matrix as the mode using `fmt` stores it: (weights, bytes). The unembedding is
+    the last one (float32 beside fp16/bf16 layers, 8-bit blocks beside 4-bit ones)."""
     g = torch.Generator().manual_seed(seed)
-    shapes = LAYER_SHAPES * N_LAYERS + [(D, D_VOCAB)]
-    weights = [FORMATS[fmt](torch.randn(d_in, d_out, generator=g) * 0.02) for d_in, d_out in shapes]
+    weights = [FORMATS[fmt](torch.randn(d_in, d_out, generator=g) * 0.02) for d_in, d_out in LAYER_SHAPES * N_LAYERS]
+    weights.append(UNEMBEDDING.get(fmt, FORMATS[fmt])(torch.randn(D, D_VOCAB, generator=g) * 0.02))
     return weights, sum(w.nbytes for w in weights)
 
 
 @torch.inference_mode()
-def one_token(weights: list) -> float:
-    """Seconds for every matrix-vector product of one decode step (the inputs are fresh vectors)."""
+def one_token(weights: list) -> tuple[float, float]:
+    """Seconds for every matrix-vector product of one decode step, and for the unembedding's alone."""
     xs = {w.d_in: torch.randn(1, w.d_in) for w in weights}
     t = time.perf_counter()
-    for w in weights:
+    for w in weights[:-1]:
         w(xs[w.d_in])
-    return time.perf_counter() - t
+    u = time.perf_counter()
+    weights[-1](xs[weights[-1].d_in])
+    return time.perf_counter() - t, time.perf_counter() - u
 
 
 def main() -> None:
@@ -104,12 +128,15 @@ def main() -> None:
     formats = args.formats.split(",")
     built = {f: build(f) for f in formats}
     times: dict[str, list[float]] = {f: [] for f in formats}
+    unembed: dict[str, list[float]] = {f: [] for f in formats}
     for f in formats:
         one_token(built[f][0])  # warm-up
     bandwidth = read_bandwidth()
     for _ in range(args.rounds):  # round-robin: a busy moment slows every format alike
         for f in formats:
-            times[f].append(one_token(built[f][0]))
+            whole, last = one_token(built[f][0])
+            times[f].append(whole)
+            unembed[f].append(last)
     bandwidth_after = read_bandwidth()
     read = max(bandwidth["read_gb_s"], bandwidth_after["read_gb_s"])
     rows = []
@@ -119,16 +146,18 @@ def main() -> None:
         ceiling = read * 1e9 / nbytes
         rows.append({"format": f, "mb": round(nbytes / 1e6, 1), "ms_per_token": round(s * 1000, 2),
                      "gb_s": round(nbytes / s / 1e9, 2), "tokens_s": round(1 / s, 1),
-                     "ceiling_tokens_s": round(ceiling, 1), "of_ceiling": round(1 / s / ceiling, 2)})
-    result = {"cpu": cpu_info(), "bandwidth": {"before": bandwidth, "after": bandwidth_after}, "rows": rows,
+                     "ceiling_tokens_s": round(ceiling, 1), "of_ceiling": round(1 / s / ceiling, 2),
+                     "unembedding_ms": round(statistics.median(unembed[f]) * 1000, 2)})
+    result = {"cpu": cpu_info(), "blockdot": {"chosen": kernels.kernel(), "why": kernels.why()}, "bandwidth": {"before": bandwidth, "after": bandwidth_after}, "rows": rows,
               "note": "one decode step's matrix-vector products of SmolLM2-135M (210 layer matrices + the "
                       "unembedding), median of round-robin rounds"}
     print(json.dumps(result["cpu"]))
     print(f"read bandwidth {read} GB/s (copy {bandwidth['copy_gb_s']} GB/s)")
-    print(f"{'format':<6} {'MB':>7} {'ms/token':>9} {'GB/s':>6} {'tokens/s':>9} {'ceiling':>8} {'of ceiling':>10}")
+    print(f"{'format':<18} {'MB':>7} {'ms/token':>9} {'unembed ms':>10} {'GB/s':>6} {'tokens/s':>9} {'ceiling':>8} "
+          f"{'of ceiling':>10}")
     for r in rows:
-        print(f"{r['format']:<6} {r['mb']:>7} {r['ms_per_token']:>9} {r['gb_s']:>6} {r['tokens_s']:>9} "
-              f"{r['ceiling_tokens_s']:>8} {r['of_ceiling']:>10}")
+        print(f"{r['format']:<18} {r['mb']:>7} {r['ms_per_token']:>9} {r['unembedding_ms']:>10} {r['gb_s']:>6} "
+              f"{r['tokens_s']:>9} {r['ceiling_tokens_s']:>8} {r['of_ceiling']:>10}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"matvec-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
 

@@ -183,7 +183,8 @@ class BlockWeight(PackedWeight):
     x·W runs in glassgpt/kernels/blockdot.c where the CPU has AVX-512 VNNI (else `reference`, the
     same maths in torch): each block of 32 activations becomes `terms` int8 passes, x ≈ Σ_t dx_t·xq_t
     (two passes: within |x|max/127² per block; one pass: llama.cpp's 8-bit activations), the
-    integer dot products are exact, and the offset m multiplies the exact float sum of the block.
+    integer dot products are exact, and the offset m multiplies the block's exact float sum (4-bit; for
+    8-bit codes, whose m = -128·d is only a change of sign convention, the sum of the rounded x).
     Stored in the kernel's layout (tiles of 16 outputs, see blockdot.c): codes (d_out/16, d_in/32,
     bits·64) uint8 and dm (d_out/16, d_in/32, 2, 16) float16.
     """
@@ -209,7 +210,7 @@ class BlockWeight(PackedWeight):
     def restore(self) -> None:
         R, G, tile = self.codes.shape
         self.d_out, self.d_in, self.bits, self.terms = R * 16, G * GROUP, tile // 64, int(self.passes[0])
-        self.kernel = kernels.kernel()  # chosen once, at load time, from the CPU's flags ("avx512-vnni" or "torch")
+        self.kernel = kernels.kernel()  # chosen once, at load time, from the CPU's flags: "avx512-vnni", "avx2", "torch"
 
     @classmethod
     def from_q8_0(cls, q: torch.Tensor, d: torch.Tensor, **kw) -> "BlockWeight":
@@ -256,7 +257,7 @@ class BlockWeight(PackedWeight):
         elif torch.compiler.is_compiling():
             y = torch.ops.glassgpt.blockdot(x, self.codes, self.dm, self.d_out, self.bits, self.terms)
         else:  # eager: straight to the kernel (the custom op's dispatch costs more than the call)
-            y = kernels.call(x.contiguous(), self.codes, self.dm, self.d_out, self.bits, self.terms)
+            y = kernels.call(x.contiguous(), self.codes, self.dm, self.d_out, self.bits, self.terms, self.kernel)
         return y.view(*shape[:-1], self.d_out)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,7 +266,8 @@ class BlockWeight(PackedWeight):
         x_hat = quantized_activations(blocks, self.terms)  # what the integer dot products see
         c, d, m = self.blocks()
         dc = (c.float().view(self.d_out, -1, GROUP) * d[..., None]).view(self.d_out, self.d_in)  # w - m
-        return x_hat.view(x.shape) @ dc.T + blocks.sum(-1) @ m.T
+        s = (blocks if self.bits == 4 else x_hat).sum(-1)  # (n, G): 8-bit's m = -128·d must meet x̂, not x
+        return x_hat.view(x.shape) @ dc.T + s @ m.T
 
 
 def quantized_activations(blocks: torch.Tensor, terms: int) -> torch.Tensor:

@@ -90,18 +90,27 @@ def test_q4_1_and_q8_0_blocks_load_into_block_weights_with_no_new_rounding():
     assert torch.equal(BlockWeight(c, d, m, bits=4).codes, w4.codes) and int(c.max()) <= 15
 
 
+def test_the_kernel_chosen_is_the_best_this_cpu_has():
+    flags = kernels.cpu_flags()
+    best = next((name for name, (_, needs) in kernels.ISAS.items() if all(f in flags for f in needs)), "torch")
+    assert kernels.kernel() == best, kernels.why()  # (so the tests below test a kernel, not the reference twice)
+    assert BlockWeight.quantize(_matrix(), 4).kernel == best
+
+
+@pytest.mark.parametrize("isa", list(kernels.ISAS))
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("terms", [1, 2])
-def test_the_block_kernel_equals_its_torch_reference(bits, terms):
-    if all(f in kernels.cpu_flags() for f in kernels.NEEDS):
-        assert kernels.kernel() == "avx512-vnni", kernels.why()  # (else this would test the reference against itself)
+def test_each_kernel_version_equals_the_torch_reference(isa, bits, terms):
+    if isa not in kernels.usable():
+        pytest.skip(f"this CPU cannot run {isa}")  # (the test above checks the best one is used)
     w = BlockWeight.quantize(_matrix(d_in=192, d_out=96), bits, terms=terms)
-    x = torch.randn(3, 5, 192)
-    x[..., 7] = 9.0  # an outlier, as residual streams have
-    y = w(x)
-    assert y.dtype == torch.float32 and y.shape == (3, 5, 96)
-    ref = w.reference(x.reshape(15, 192)).view(3, 5, 96)
+    x = torch.randn(15, 192)
+    x[:, 7] = 9.0  # an outlier, as residual streams have
+    y = kernels.call(x, w.codes, w.dm, 96, bits, terms, isa=isa)
+    ref = w.reference(x)
+    assert y.dtype == torch.float32 and y.shape == (15, 96)
     assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert torch.equal(w(x.view(3, 5, 192)), kernels.call(x, w.codes, w.dm, 96, bits, terms).view(3, 5, 96))
 
 
 @pytest.mark.parametrize("bits", [4, 8])

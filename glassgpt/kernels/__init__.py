@@ -6,10 +6,11 @@ kernels nor inductor's generated code come close to the read bandwidth on one co
 multiplies GGUF-style blocks with 8-bit integer dot products (AVX-512 VNNI), the way llama.cpp
 does, but written here from the maths in its header comment.
 
-`kernel()` says which kernel this CPU gets, chosen at load time: "avx512-vnni" when the CPU has
-the instructions (/proc/cpuinfo) and a C compiler builds the file (once, into glassgpt's cache
-folder, keyed by the source's hash), else "torch" — the same maths in torch (glassgpt.quant's
-reference path: slower, equal within float rounding). `blockdot()` is a torch custom op, so a
+`kernel()` says which version this CPU gets, chosen at load time from /proc/cpuinfo's flags:
+"avx512-vnni" (64 multiply-adds per instruction), else "avx2" (the same sums through 16-bit pairs),
+else "torch" — the same maths in torch (glassgpt.quant's reference path: slower, equal within float
+rounding), also used when no C compiler builds the file (once, into glassgpt's cache folder, keyed
+by the source's hash) or when GLASSGPT_KERNEL=torch. `blockdot()` is a torch custom op, so a
 compiled decode step (torch.compile) keeps it as one opaque call.
 """
 
@@ -27,10 +28,14 @@ import torch
 from ..fetch import cache_dir
 
 SOURCE = Path(__file__).with_name("blockdot.c")
-NEEDS = ("avx512f", "avx512bw", "avx512_vnni", "f16c", "fma")  # /proc/cpuinfo flags the kernel uses
-CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-mf16c", "-mfma", "-ffp-contract=off", "-shared", "-fPIC"]
+ISAS = {  # kernel name: (the C code's isa number, the /proc/cpuinfo flags it needs), best first
+    "avx512-vnni": (0, ("avx512f", "avx512bw", "avx512_vnni", "f16c", "fma")),
+    "avx2": (1, ("avx2", "f16c", "fma")),
+}
+CFLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC"]  # each function names its own instruction set
 
 _lib: ctypes.CDLL | None = None
+_isa = ""  # the chosen kernel's name, once built
 _why = "not tried yet"
 
 
@@ -47,13 +52,14 @@ def cpu_flags() -> set[str]:
 
 def _build() -> ctypes.CDLL | None:
     """The compiled kernel, or None (and _why says why)."""
-    global _why
+    global _why, _isa
     if os.environ.get("GLASSGPT_KERNEL", "") == "torch":
         _why = "GLASSGPT_KERNEL=torch"
         return None
-    missing = [f for f in NEEDS if f not in cpu_flags()]
-    if missing:
-        _why = f"the CPU lacks {', '.join(missing)}"
+    flags = cpu_flags()
+    usable = [name for name, (_, needs) in ISAS.items() if all(f in flags for f in needs)]
+    if not usable:
+        _why = "the CPU has neither AVX-512 VNNI nor AVX2 with FMA and F16C"
         return None
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc is None:
@@ -72,8 +78,9 @@ def _build() -> ctypes.CDLL | None:
             return None
     lib = ctypes.CDLL(str(so))
     lib.blockdot.restype = ctypes.c_int
-    lib.blockdot.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 5
-    _why = f"{so.name}, built for {', '.join(NEEDS)}"
+    lib.blockdot.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6
+    _isa = os.environ.get("GLASSGPT_KERNEL", "") if os.environ.get("GLASSGPT_KERNEL", "") in usable else usable[0]
+    _why = f"{so.name}, {_isa} ({', '.join(ISAS[_isa][1])} in /proc/cpuinfo)"
     return lib
 
 
@@ -85,8 +92,8 @@ def library() -> ctypes.CDLL | None:
 
 
 def kernel() -> str:
-    """Which kernel BlockWeight uses on this machine: "avx512-vnni" or "torch"."""
-    return "avx512-vnni" if library() is not None else "torch"
+    """Which kernel BlockWeight uses on this machine: "avx512-vnni", "avx2" or "torch"."""
+    return _isa if library() is not None else "torch"
 
 
 def why() -> str:
@@ -95,14 +102,22 @@ def why() -> str:
     return _why
 
 
-def call(x: torch.Tensor, codes: torch.Tensor, dm: torch.Tensor, d_out: int, bits: int, terms: int) -> torch.Tensor:
-    """x (n, d_in) float32 contiguous → (n, d_out) float32 through the C kernel (no checks beyond its own)."""
+def call(x: torch.Tensor, codes: torch.Tensor, dm: torch.Tensor, d_out: int, bits: int, terms: int,
+         isa: str = "") -> torch.Tensor:
+    """x (n, d_in) float32 contiguous → (n, d_out) float32 through the C kernel (the chosen version, or
+    `isa` — tests and benchmarks/matvec.py run each version this CPU has)."""
     y = torch.empty(x.shape[0], d_out)
     rc = _lib.blockdot(codes.data_ptr(), dm.data_ptr(), x.data_ptr(), y.data_ptr(),
-                       x.shape[0], x.shape[1], d_out, bits, terms)
+                       x.shape[0], x.shape[1], d_out, bits, terms, ISAS[isa or _isa][0])
     if rc:
         raise ValueError(f"blockdot refused sizes n={x.shape[0]} d_in={x.shape[1]} d_out={d_out} bits={bits}")
     return y
+
+
+def usable() -> list[str]:
+    """The kernel versions this CPU can run, best first (empty when the library did not build)."""
+    flags = cpu_flags()
+    return [name for name, (_, needs) in ISAS.items() if all(f in flags for f in needs)] if library() else []
 
 
 @torch.library.custom_op("glassgpt::blockdot", mutates_args=())
