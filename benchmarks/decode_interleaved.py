@@ -94,10 +94,9 @@ def main() -> None:
         llama_rates = json.loads(out.strip().splitlines()[-1]) if out.strip() else []
     else:
         llama_rates = []
-        if llama_rates:
-            result["decode_tok_s"]["llama.cpp"] = round(statistics.median(llama_rates), 2)
-            result["llama_cpp_rounds"] = len(llama_rates)
-    if llama is not None and llama_rates:
+    if llama_rates:
+        result["decode_tok_s"]["llama.cpp"] = round(statistics.median(llama_rates), 2)
+        result["llama_cpp_rounds"] = len(llama_rates)
         result["bytes_mb"]["llama.cpp"] = round(llama_bytes() / 1e6, 1)
     result["ceiling_tok_s"] = {n: round(result["read_gb_s"] * 1e3 / mb, 1) for n, mb in result["bytes_mb"].items()}
     result["of_ceiling"] = {n: round(result["decode_tok_s"][n] / c, 2) for n, c in result["ceiling_tok_s"].items()}
