@@ -47,7 +47,7 @@ from .tokenizer import BPETokenizer
 
 MODES = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")
 DEFAULT_MODE = "int4"  # chat and generate: the GGUF's own blocks, 24/24 answers like fp32, fewest bytes (README, Speed)
-CACHE_VERSION = 2  # bump when the stored layout changes
+CACHE_VERSION = 3  # bump when the stored layout changes
 
 
 BLOCK_MODES = {"int8": (8, 2), "int4": (4, 2), "q4a8": (4, 1)}  # mode: (bits of the layers' codes, activation passes)
@@ -300,11 +300,12 @@ def _save_cache(loaded, stored: Path) -> None:
     model = loaded.model
     tensors = {}
     for name, t in model.state_dict().items():
-        if name == "embed.W_E" and model.cfg.tie_embeddings:
-            t = t.T  # (d_model, d_vocab): the fast layout, so a load needs no copy
+        if name == "embed.W_E" and t.T.is_contiguous() and not t.is_contiguous():
+            t = t.T  # (d_model, d_vocab): the logits' fast layout, so a load needs no copy
         tensors[name] = t.detach().contiguous()
     kinds = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, PackedWeight)}
     header = {"config": model.cfg.to_dict(), "kinds": kinds, "chat_template": loaded.chat_template,
+              "W_E_transposed": tensors["embed.W_E"].shape != model.embed.W_E.shape,
               "bos_token": loaded.bos_token, "eos_token": loaded.eos_token, "stop_ids": list(loaded.stop_ids),
               "info": loaded.metadata}
     metadata = {"glassgpt": json.dumps(header), "tokenizer": loaded.tokenizer.tok.to_str()}
@@ -347,8 +348,8 @@ def _load_cache(stored: Path, path: Path, mode: str):
         _swap(model.get_submodule(module_name), leaf, packed)
     for name, t in tensors.items():
         module_name, _, leaf = name.rpartition(".")
-        if name == "embed.W_E" and cfg.tie_embeddings:
-            t = t.T
+        if name == "embed.W_E" and header["W_E_transposed"]:  # (a block mode keeps W_E (d_vocab, d_model) row-major:
+            t = t.T  # it only gives one row per token then, and a row is a few pages of the mapped file, not all of it)
         setattr(model.get_submodule(module_name), leaf, nn.Parameter(t, requires_grad=False))
     model.eval()
     model.weights_mode = mode
