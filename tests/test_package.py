@@ -57,6 +57,7 @@ def test_the_wheel_carries_its_license_static_files_and_metadata(dist):
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "glassgpt/web/static/index.html" in names and "glassgpt/web/static/main.js" in names
+    assert "glassgpt/kernels/blockdot.c" in names  # built on first use by the int modes (glassgpt.kernels)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     from glassgpt import __version__
 

@@ -154,3 +154,16 @@ def test_a_block_weight_compiles_into_one_graph():
     x = torch.randn(1, 1, 128)
     compiled = torch.compile(lambda x: torch.nn.functional.silu(w(x)) * 2, fullgraph=True)
     assert torch.allclose(compiled(x), torch.nn.functional.silu(w(x)) * 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("env, reason", [({"CC": "/nonexistent/cc"}, "no C compiler"),
+                                         ({"GLASSGPT_KERNEL": "torch"}, "GLASSGPT_KERNEL=torch")])
+def test_without_the_kernel_the_torch_reference_runs_and_says_why(monkeypatch, env, reason):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(kernels, "_why", "not tried yet")  # choose again (monkeypatch puts the old choice back)
+    monkeypatch.setattr(kernels, "_lib", None)
+    assert kernels.kernel() == "torch" and reason in kernels.why()
+    w = BlockWeight.quantize(_matrix(d_in=64, d_out=32), 4)
+    x = torch.randn(2, 64)
+    assert w.kernel == "torch" and torch.equal(w(x), w.reference(x))
