@@ -59,11 +59,19 @@ class Ours:
         return self.loaded.tokenizer.encode(TEXT)[:n]
 
     def prefill(self, ids: list[int]):
-        cache = self.model.new_cache()
+        """The prompt through GPT.forward into the cache generation uses (a StaticKVCache for the lean step)."""
+        from glassgpt.generate import new_cache
+
+        cache = new_cache(self.model, len(ids) + 2048)
         logits = self.model(torch.tensor([ids]), cache=cache, last_only=True)
         return logits[:, -1], cache
 
     def step(self, token: int, cache):
+        """One token as glassgpt generation decodes it: the lean step (glassgpt.decode) where the model allows."""
+        from glassgpt.generate import decode_step, supports
+
+        if supports(self.model) and hasattr(cache, "capacity"):
+            return decode_step(self.model)(torch.tensor([[token]]), cache)
         return self.model(torch.tensor([[token]]), cache=cache)[:, -1]
 
     def weights_bytes(self) -> int:
