@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from generate import LLAMA_PYTHON, MODES, TEXT, Ours, Theirs, llama_available  # noqa: E402
+from generate import MODES, LlamaLoop, Ours, llama_available, make_runners  # noqa: E402
 from matvec import cpu_info, read_bandwidth  # noqa: E402
 
 LOOP = """
@@ -60,14 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = args.impls.split(",")
-    runners = {n: Theirs() if n == "transformers" else Ours(weights=n) for n in names if n != "llama.cpp"}
-    llama = None
-    if "llama.cpp" in names and llama_available():
-        from glassgpt.convert.gguf import default_gguf_path
-
-        stop = Path(tempfile.mkdtemp()) / "stop"  # created when the torch rounds are over
-        llama = subprocess.Popen([LLAMA_PYTHON, "-c", LOOP, str(default_gguf_path()), str(args.threads), str(stop),
-                                  TEXT], stdout=subprocess.PIPE, text=True)
+    runners = make_runners(names)
+    llama = LlamaLoop(LOOP, args.threads) if "llama.cpp" in names and llama_available() else None
     rates: dict[str, list[float]] = {n: [] for n in runners}
     bandwidth = [read_bandwidth()]
     started = time.time()
@@ -88,12 +80,7 @@ def main() -> None:
               "decode_tok_s": {n: round(statistics.median(v), 2) for n, v in rates.items()},
               "bytes_mb": {n: round(r.weights_bytes() / 1e6, 1) for n, r in runners.items()},
               "kernels": {n: r.kernels() for n, r in runners.items() if isinstance(r, Ours)}}
-    if llama is not None:
-        stop.touch()
-        out, _ = llama.communicate()
-        llama_rates = json.loads(out.strip().splitlines()[-1]) if out.strip() else []
-    else:
-        llama_rates = []
+    llama_rates = llama.finish() if llama is not None else []
     if llama_rates:
         result["decode_tok_s"]["llama.cpp"] = round(statistics.median(llama_rates), 2)
         result["llama_cpp_rounds"] = len(llama_rates)

@@ -27,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -165,6 +166,30 @@ def llama_available() -> bool:
     if not Path(LLAMA_PYTHON).is_file():
         return False
     return subprocess.run([LLAMA_PYTHON, "-c", "import llama_cpp"], capture_output=True).returncode == 0
+
+
+def make_runners(names: list[str]) -> dict:
+    """The in-process implementations named (glassgpt weight modes and "transformers"); llama.cpp runs apart."""
+    return {n: Theirs() if n == "transformers" else Ours(weights=n) for n in names if n != "llama.cpp"}
+
+
+class LlamaLoop:
+    """llama.cpp timing itself in a loop in its own interpreter while the torch implementations take turns.
+
+    `loop` is the script it runs (argv: GGUF path, threads, stop-file, TEXT, *extra); it prints its rates as
+    one JSON line once the stop file exists. `finish()` makes that file and returns the rates ([] if none)."""
+
+    def __init__(self, loop: str, threads: int, *extra: str):
+        from glassgpt.convert.gguf import default_gguf_path
+
+        self.stop = Path(tempfile.mkdtemp()) / "stop"  # created when the torch rounds are over
+        self.process = subprocess.Popen([LLAMA_PYTHON, "-c", loop, str(default_gguf_path()), str(threads),
+                                         str(self.stop), TEXT, *extra], stdout=subprocess.PIPE, text=True)
+
+    def finish(self):
+        self.stop.touch()
+        out, _ = self.process.communicate()
+        return json.loads(out.strip().splitlines()[-1]) if out.strip() else []
 
 
 # ----------------------------------------------------------------------------- answers and drift

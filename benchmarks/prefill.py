@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from generate import LLAMA_PYTHON, TEXT, Ours, Theirs, llama_available  # noqa: E402
+from generate import LlamaLoop, llama_available, make_runners  # noqa: E402
 from matvec import cpu_info  # noqa: E402
 
 LOOP = """
@@ -67,14 +65,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = args.impls.split(",")
-    runners = {n: Theirs() if n == "transformers" else Ours(weights=n) for n in names if n != "llama.cpp"}
-    llama = None
-    if "llama.cpp" in names and llama_available():
-        from glassgpt.convert.gguf import default_gguf_path
-
-        stop = Path(tempfile.mkdtemp()) / "stop"  # created when the torch rounds are over
-        llama = subprocess.Popen([LLAMA_PYTHON, "-c", LOOP, str(default_gguf_path()), str(args.threads), str(stop),
-                                  TEXT, str(args.tokens)], stdout=subprocess.PIPE, text=True)
+    runners = make_runners(names)
+    llama = LlamaLoop(LOOP, args.threads, str(args.tokens)) if "llama.cpp" in names and llama_available() else None
     rates: dict[str, list[float]] = {n: [] for n in runners}  # tokens per second of wall clock
     cpu_rates: dict[str, list[float]] = {n: [] for n in runners}  # ... and of this process's CPU time
     started = time.time()
@@ -95,9 +87,7 @@ def main() -> None:
               "prefill_tok_per_cpu_s": {n: round(statistics.median(v), 1) for n, v in cpu_rates.items()},
               "prompt_kernel": {n: prompt_kernel(r.model) for n, r in runners.items() if n != "transformers"}}
     if llama is not None:
-        stop.touch()
-        out, _ = llama.communicate()
-        llama_rates, llama_cpu = json.loads(out.strip().splitlines()[-1]) if out.strip() else ([], [])
+        llama_rates, llama_cpu = llama.finish() or ([], [])
         if llama_rates:
             result["prefill_tok_s"]["llama.cpp"] = round(statistics.median(llama_rates), 1)
             result["prefill_tok_per_cpu_s"]["llama.cpp"] = round(statistics.median(llama_cpu), 1)

@@ -7,11 +7,10 @@ import io
 import pytest
 import torch
 
-from glassgpt.config import ModelConfig
 from glassgpt.errors import GlassError
 from glassgpt.inspect.patching import (ACTIVATIONS, activation_patching, logit_diff, to_str_tokens,
                                        to_tokens)
-from glassgpt.model import GPT
+from toys import sharp_llama_toy
 from glassgpt.tokenizer import BPETokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,14 +22,7 @@ DIFF = 3
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = ModelConfig(d_vocab=64, n_ctx=16, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_mlp=64,
-                      positions="rope", norm="rmsnorm", mlp="swiglu", attn_bias=True, mlp_bias=False)
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(8) if p.dim() > 1 else p.add_(0.1 * torch.randn_like(p))  # attention far from uniform
-    return model
+    return sharp_llama_toy()
 
 
 METRIC = logit_diff(7, 9)

@@ -10,6 +10,7 @@ import torch
 from glassgpt.config import ModelConfig
 from glassgpt.inspect.weights import W_QK, head_weights
 from glassgpt.model import GPT
+from toys import sharp_llama_toy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,14 +19,7 @@ CLEAN = [5, 17, 3, 29, 8, 11]
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = ModelConfig(d_vocab=64, n_ctx=16, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_mlp=64,
-                      positions="rope", norm="rmsnorm", mlp="swiglu", attn_bias=True, mlp_bias=False)
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(8) if p.dim() > 1 else p.add_(0.1 * torch.randn_like(p))  # biases far from zero
-    return model
+    return sharp_llama_toy()
 
 
 def test_per_head_views_have_transformerlens_shapes_and_mean_the_same_heads(model):
