@@ -53,6 +53,8 @@ def test_heads_table(gguf, tmp_path, capsys):
     table = [line.split() for line in out.splitlines() if line[:5].strip().isdigit()]
     assert len(table) == 2 * 4  # every layer × head
     assert all(0 <= float(r[4]) <= 1 and 0 <= float(r[6]) <= 1 for r in table)
+    assert "token 0 left out" in out and "uniform attention" in out  # G4's distance stands next to its controls
+    assert "→ deep layers" in out or "→ the deep layers" in out  # and a verdict says what they show
     assert (tmp_path / "heads.png").is_file() and (tmp_path / "heads_L1.png").is_file()
 
 

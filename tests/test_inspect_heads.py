@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from glassgpt.config import ModelConfig
-from glassgpt.inspect.heads import (distance_without_first, first_token_score, head_scores, induction_score,
+from glassgpt.inspect.heads import (distance_by_layer, distance_without_first, first_token_score, head_scores, induction_score,
                                     mean_distance, mean_entropy, prev_token_score, repeated_random_tokens,
                                     uniform_pattern)
 from glassgpt.model import GPT
@@ -48,6 +48,23 @@ def test_distance_without_the_first_token_separates_the_sink():
     far = _rows(lambda i: 1)  # a head that really looks far back (to token 1)
     assert distance_without_first(far) == pytest.approx(sum(range(1, T - 1)) / (T - 2))
     assert distance_without_first(uniform_pattern(T)) == pytest.approx(sum((i - 1) / 2 for i in range(2, T)) / (T - 2))
+
+
+def test_g4_verdict_tells_a_sink_from_a_far_reach():
+    local = _rows(lambda i: max(i - 1, 0))
+    sink = _rows(lambda i: 0) * 0.8 + local * 0.2  # far back only through token 0
+    far = _rows(lambda i: 1)  # far back with token 0 left out too
+    layers = lambda *ps: torch.stack([torch.stack([p, p]) for p in ps])  # (L, H=2, T, T)
+
+    through_sink = distance_by_layer(layers(local, local, local, sink, sink, sink))
+    assert through_sink.distance[-1] > through_sink.distance[0]  # the plain measure says "deep looks further" …
+    assert "NOT support" in through_sink.verdict()  # … the control says it is the sink
+    really_far = distance_by_layer(layers(local, local, local, far, far, far))
+    assert "holds here" in really_far.verdict()
+    flat = distance_by_layer(layers(far, far, far, local, local, local))
+    assert "not shown" in flat.verdict()
+    assert through_sink.uniform == pytest.approx(float(mean_distance(uniform_pattern(T))))
+    assert through_sink.first_share[-1] > through_sink.first_share[0]
 
 
 def test_induction_score_of_an_ideal_induction_pattern():

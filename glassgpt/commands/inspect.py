@@ -286,8 +286,15 @@ def run_heads(args) -> int:
             print(f"{layer:5d} {h:4d} {float(s.distance[layer, h]):9.2f} {float(s.entropy[layer, h]):8.2f} "
                   f"{float(s.prev_token[layer, h]):6.2f} {float(s.first_token[layer, h]):6.2f} "
                   f"{float(s.induction[layer, h]):7.2f}")
-    means = s.distance.mean(-1).tolist()
-    print("\nmean attention distance by layer (G4): " + " ".join(f"{d:.1f}" for d in means))
+    d = s.by_layer
+    print(f"\nG4, mean over heads by layer, with its controls (uniform attention over the same {s.n_tokens} tokens "
+          f"would give {d.uniform:.1f}, or {d.uniform_without_first:.1f} with token 0 left out):")
+    print("  distance:                   " + " ".join(f"{x:5.1f}" for x in d.distance))
+    print("  share on token 0:           " + " ".join(f"{x:5.2f}" for x in d.first_share))
+    print("  distance, token 0 left out: " + " ".join(f"{x:5.1f}" for x in d.without_first))
+    (raw_e, raw_l), (rest_e, rest_l) = d.early_late(d.distance), d.early_late(d.without_first)
+    print(f"  first third vs last third: distance {raw_e:.1f} → {raw_l:.1f}; token 0 left out {rest_e:.1f} → {rest_l:.1f}")
+    print("  → " + d.verdict())
     out = _out(args)
     print(f"wrote {save(head_scores_figure(s, 'head scores'), out / 'heads.png')}")
     print(f"wrote {save(distance_by_layer_figure(s.distance, 'attention distance by layer'), out / 'heads_distance.png')}")

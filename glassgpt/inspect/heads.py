@@ -81,6 +81,45 @@ def induction_score(pattern: torch.Tensor, n: int, start: int = 0) -> torch.Tens
     return pattern[..., start + n + t, start + t + 1].mean(-1)
 
 
+@dataclass
+class DistanceByLayer:
+    """G4 with its control, per layer (mean over heads): the mean distance, the distance with token 0 left
+    out, token 0's share, and what uniform attention over the same text would give for the two distances."""
+
+    distance: list[float]
+    without_first: list[float]
+    first_share: list[float]
+    uniform: float
+    uniform_without_first: float
+
+    def early_late(self, values: list[float]) -> tuple[float, float]:
+        """The mean of the first third of the layers and of the last third."""
+        third = max(1, len(values) // 3)
+        return sum(values[:third]) / third, sum(values[-third:]) / third
+
+    def verdict(self) -> str:
+        """What the numbers say about "deep layers attend more globally", control included."""
+        (raw_e, raw_l), (rest_e, rest_l) = self.early_late(self.distance), self.early_late(self.without_first)
+        if raw_l > raw_e and rest_l <= rest_e:
+            return ("the deep layers' longer reach is the attention sink: leave token 0 out and deep layers look no "
+                    "further back than shallow ones. The data do NOT support 'deep layers attend more globally' here.")
+        if raw_l > raw_e:
+            return "deep layers reach further back even with token 0 left out: G4's distance claim holds here."
+        return "deep layers do not reach further back than shallow ones here: G4's distance claim is not shown."
+
+
+def distance_by_layer(pattern: torch.Tensor) -> DistanceByLayer:
+    """pattern (L, H, T, T) → G4's per-layer reading with its controls (token 0 left out; uniform attention)."""
+    uniform = uniform_pattern(pattern.shape[-1])
+    return DistanceByLayer(
+        distance=mean_distance(pattern).mean(-1).tolist(),
+        without_first=distance_without_first(pattern).mean(-1).tolist(),
+        first_share=first_token_score(pattern).mean(-1).tolist(),
+        uniform=float(mean_distance(uniform)),
+        uniform_without_first=float(distance_without_first(uniform)),
+    )
+
+
 def repeated_random_tokens(d_vocab: int, n: int, seed: int = 0, bos: int | None = None) -> torch.Tensor:
     """(T,) ids: [bos] + r + r with r n random tokens — the probe for induction heads."""
     g = torch.Generator().manual_seed(seed)
@@ -99,6 +138,7 @@ class HeadScores:
     first_token: torch.Tensor
     induction: torch.Tensor
     n_tokens: int = 0  # length of the text the first four were measured on
+    by_layer: DistanceByLayer | None = None  # G4's per-layer distances with their controls, on the same text
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, list[list[float]]]:
@@ -132,4 +172,5 @@ def head_scores(
         first_token=first_token_score(pattern),
         induction=induction_score(rep_pattern, n, start),
         n_tokens=pattern.shape[-1],
+        by_layer=distance_by_layer(pattern),
     )

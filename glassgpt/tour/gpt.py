@@ -13,7 +13,7 @@ from ..generate import SampleConfig, generate
 from ..inspect import embed
 from ..inspect.attention import attention_patterns
 from ..inspect.common import token_labels
-from ..inspect.heads import distance_without_first, first_token_score, mean_distance, uniform_pattern
+from ..inspect.heads import distance_by_layer
 from ..inspect.lens import lens_logits, logit_lens
 from ..inspect.mlp import mlp_ablation, near_zero_fraction
 from ..inspect.plots import (curves_figure, distance_sink_figure, lens_figure, mlp_ablation_figure,
@@ -81,38 +81,24 @@ def g4(t: Tour) -> dict:
     """Shallow layers attend locally, deep layers globally (mean attention distance per layer, sink left out)."""
     s = t.smol()
     ids = t.ids(GENESIS)[: s.model.cfg.n_ctx]
-    pattern = attention_patterns(s.model, ids).float()  # (L, H, T, T)
-    raw = mean_distance(pattern).mean(-1)  # (L,) mean over heads
-    rest = distance_without_first(pattern).mean(-1)
-    sink = first_token_score(pattern).mean(-1)
-    uniform = uniform_pattern(len(ids))
-    uni_raw, uni_rest = float(mean_distance(uniform)), float(distance_without_first(uniform))
+    d = distance_by_layer(attention_patterns(s.model, ids).float())  # from patterns (L, H, T, T)
+    raw, rest, sink = d.distance, d.without_first, d.first_share
     L = len(raw)
-    third = max(1, L // 3)
-
-    def early_late(x):
-        return float(x[:third].mean()), float(x[-third:].mean())
-
-    (raw_e, raw_l), (rest_e, rest_l), (sink_e, sink_l) = early_late(raw), early_late(rest), early_late(sink)
-    t.say(f"{len(ids)} tokens of Genesis; uniform attention would give {uni_raw:.1f} tokens "
-          f"({uni_rest:.1f} without the first token)")
+    (raw_e, raw_l), (rest_e, rest_l), (sink_e, sink_l) = d.early_late(raw), d.early_late(rest), d.early_late(sink)
+    t.say(f"{len(ids)} tokens of Genesis; uniform attention would give {d.uniform:.1f} tokens "
+          f"({d.uniform_without_first:.1f} without the first token)")
     t.say("layer:            " + " ".join(f"{i:>4}" for i in range(0, L, 3)))
-    t.say("distance:         " + " ".join(f"{float(raw[i]):4.1f}" for i in range(0, L, 3)))
-    t.say("share on token 0: " + " ".join(f"{float(sink[i]):4.2f}" for i in range(0, L, 3)))
-    t.say("distance, token 0 left out: " + " ".join(f"{float(rest[i]):.1f}" for i in range(0, L, 3)))
+    t.say("distance:         " + " ".join(f"{raw[i]:4.1f}" for i in range(0, L, 3)))
+    t.say("share on token 0: " + " ".join(f"{sink[i]:4.2f}" for i in range(0, L, 3)))
+    t.say("distance, token 0 left out: " + " ".join(f"{rest[i]:.1f}" for i in range(0, L, 3)))
     t.say(f"first third of the layers vs last third: distance {raw_e:.1f} → {raw_l:.1f}; share on token 0 "
           f"{sink_e:.2f} → {sink_l:.2f}; distance with token 0 left out {rest_e:.1f} → {rest_l:.1f}")
-    if raw_l > raw_e and rest_l <= rest_e:
-        t.say("→ the deep layers' longer reach is the attention sink: leave token 0 out and deep layers look no "
-              "further back than shallow ones. The data do NOT support 'deep layers attend more globally' here.")
-    elif raw_l > raw_e:
-        t.say("→ deep layers reach further back even with token 0 left out: G4's distance claim holds here.")
-    else:
-        t.say("→ deep layers do not reach further back than shallow ones here: G4's distance claim is not shown.")
+    t.say("→ " + d.verdict())
+    uni_raw, uni_rest = d.uniform, d.uniform_without_first
     t.figure(distance_sink_figure(raw, rest, sink, uni_raw, uni_rest, "SmolLM2: attention distance by layer (G4)"),
              "g4_distance.png")
-    return {"n_tokens": len(ids), "distance": raw.tolist(), "distance_without_first": rest.tolist(),
-            "first_token_share": sink.tolist(), "uniform": uni_raw, "uniform_without_first": uni_rest,
+    return {"n_tokens": len(ids), "distance": raw, "distance_without_first": rest,
+            "first_token_share": sink, "uniform": uni_raw, "uniform_without_first": uni_rest,
             "distance_early": raw_e, "distance_late": raw_l, "without_first_early": rest_e,
             "without_first_late": rest_l, "sink_early": sink_e, "sink_late": sink_l}
 
