@@ -13,6 +13,12 @@ the same logits (tests/test_decode.py) with less around them:
                     (not twice a layer), attention of one query written out for that case, the norms,
                     the MLP and the unembedding reused from the model itself (their hooks are idle).
 
+For Llama-style models whose matrices are all BlockWeight (weight modes int4, int8, q4a8), the whole
+step runs in one C call instead (glassgpt/kernels/step.c: the same diagram, norms to logits, with the
+static cache read by AVX2 code; tested equal to this torch step): `DecodeStep.ran` says which ran last,
+"c" or "torch". Batches of several rows, bfloat16 caches, GPT-2-style models and the other weight modes
+keep the torch step; GLASSGPT_KERNEL=torch turns both kernels off.
+
 torch.compile (Inductor) of this step was tried and dropped: on the 2-core machine it took 2–5 minutes to
 compile SmolLM2's step, and the compiled step ran slower than this one (README, Weight modes and speed).
 
@@ -28,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ContextLengthError, GlassError
+from .kernels.step import CStep, why_not
 from .model import GPT, project
 
 
@@ -113,10 +120,13 @@ class DecodeStep:
     """token ids (B, 1) at position cache.length → logits (B, d_vocab) float32, the same as
     GPT.forward(tokens, cache)[:, -1] (tested), writing the token's keys and values into the cache."""
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT, c: bool = True):
         if not supports(model):
             raise GlassError("the lean decode step serves decoder-only GPT models")
         self.model = model
+        self.why_not_c = why_not(model) if c else "asked for the torch step"
+        self.c = None if self.why_not_c else CStep(model)  # the whole step in one C call (kernels/step.c)
+        self.ran = ""  # "c" or "torch": which step the last call took
         self.rope = model.blocks[0].attn.rope  # one table shared by every layer (or None: learned positions)
         if self.rope is not None:  # rotate(x) = x·cos + [-x2, x1]·sin = x·cos + roll(x)·(sign·sin)
             half = self.rope.cos.shape[-1] // 2
@@ -126,7 +136,10 @@ class DecodeStep:
         pos = cache.length
         if pos >= cache.capacity:
             raise ContextLengthError(f"{pos + 1} tokens exceed the KV cache's capacity of {cache.capacity}")
-        logits = self.step(tokens, cache.K, cache.V, pos)
+        if self.c is not None and self.c.takes(tokens, cache.K):
+            logits, self.ran = self.c(tokens, cache.K, cache.V, pos), "c"
+        else:
+            logits, self.ran = self.step(tokens, cache.K, cache.V, pos), "torch"
         cache.advance(1)
         return logits
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from decode_prompts import CHAT, TEXT
+from glassgpt import kernels
 from glassgpt.chat import Chat
 from glassgpt.fast import DEFAULT_MODE
-from glassgpt.generate import SampleConfig, generate_ids
+from glassgpt.generate import SampleConfig, decode_step, generate_ids
 from glassgpt.load import load_model
 
 pytestmark = pytest.mark.slow
@@ -48,5 +49,6 @@ def test_the_default_mode_answers_like_fp32(pair):
             x = torch.tensor([ids + a])
             worst = max(worst, (exact.model(x) - light.model(x)).abs().max().item())
     print(f"{DEFAULT_MODE}: largest logit drift {worst:.4f} over {len(_prompts(exact))} prompts")
+    assert decode_step(light.model).ran == ("c" if kernels.usable() else "torch")  # the step generation runs
     assert differing == []
     assert 0 < worst < 0.5  # (logits span about ±30; 0 would mean the mode changed nothing)

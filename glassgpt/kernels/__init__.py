@@ -1,4 +1,4 @@
-"""The one hand-written kernel (blockdot.c), built once for this CPU and called from torch.
+"""The hand-written kernels (blockdot.c, and step.c around it), built once for this CPU and called from torch.
 
 Decoding reads every weight once; in float32 arithmetic the 4-bit codes cost more instructions
 than memory takes to deliver them (benchmarks/matvec.py), and neither torch's packed int4/int8
@@ -10,8 +10,11 @@ does, but written here from the maths in its header comment.
 "avx512-vnni" (64 multiply-adds per instruction), else "avx2" (the same sums through 16-bit pairs),
 else "torch" — the same maths in torch (glassgpt.quant's reference path: slower, equal within float
 rounding), also used when no C compiler builds the file (once, into glassgpt's cache folder, keyed
-by the source's hash) or when GLASSGPT_KERNEL=torch. `blockdot()` is a torch custom op, so a
+by the sources' hash) or when GLASSGPT_KERNEL=torch. `blockdot()` is a torch custom op, so a
 compiled decode step (torch.compile) keeps it as one opaque call.
+
+step.c includes blockdot.c and adds one whole decode step of a Llama-style model in one call
+(glassgpt/kernels/step.py binds it; glassgpt/decode.py uses it): both build into one library.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ import torch
 
 from ..fetch import cache_dir
 
-SOURCE = Path(__file__).with_name("blockdot.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("blockdot.c", "step.c")]  # step.c #includes blockdot.c
 ISAS = {  # kernel name: (the C code's isa number, the /proc/cpuinfo flags it needs), best first
     "avx512-vnni": (0, ("avx512f", "avx512bw", "avx512_vnni", "f16c", "fma")),
     "avx2": (1, ("avx2", "f16c", "fma")),
 }
-CFLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC"]  # each function names its own instruction set
+CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC"]  # each function names its own instruction set
 
 _lib: ctypes.CDLL | None = None
 _isa = ""  # the chosen kernel's name, once built
@@ -65,16 +68,18 @@ def _build() -> ctypes.CDLL | None:
     if cc is None:
         _why = "no C compiler (cc) on PATH"
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    key = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES) + " ".join(CFLAGS).encode()).hexdigest()[:16]
     so = cache_dir() / "kernels" / f"blockdot-{key}.so"
     if not so.is_file():
+        tmp = so.with_suffix(f".{os.getpid()}.tmp")
         try:
             so.parent.mkdir(parents=True, exist_ok=True)
-            tmp = so.with_suffix(f".{os.getpid()}.tmp")
-            subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(SOURCE)], check=True, capture_output=True, timeout=120)
+            subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(SOURCES[-1]), "-lm"], check=True, capture_output=True,
+                           timeout=120)
             os.replace(tmp, so)
         except (OSError, subprocess.SubprocessError) as e:
-            _why = f"building {SOURCE.name} failed ({str(e).splitlines()[0][:120]})"
+            tmp.unlink(missing_ok=True)  # a failed build leaves nothing in the cache folder
+            _why = f"building {SOURCES[-1].name} failed ({str(e).splitlines()[0][:120]})"
             return None
     lib = ctypes.CDLL(str(so))
     lib.blockdot.restype = ctypes.c_int

@@ -1,0 +1,416 @@
+/* One decode step of a Llama-style GPT in one C call: token → logits, for generation's inner loop.
+
+   glassgpt/decode.py's DecodeStep does this in torch, about 40 small operations a layer; on a CPU those
+   cost more than the weight products themselves (a 17 ms step of SmolLM2-135M in int4 holds about 6 ms
+   of products). Here the same diagram runs without leaving C, for one token (batch 1) at position pos:
+
+     x = W_E[token]                                             (d_model,)
+     for each layer:
+         h = RMSNorm(x)·w_ln1                                   quantised once for W_Q, W_K and W_V
+         q, k, v = h·W_Q, h·W_K, h·W_V                          (H·d_head,), (H_kv·d_head,) twice
+         q, k = rotate(q, pos), rotate(k, pos)                  RoPE, model.RoPE's rotate-half
+         K[pos], V[pos] = k, v                                  the static cache, in place
+         z_h = softmax(q_h·K[0..pos]ᵀ/√d_head)·V[0..pos]        per query head h; key/value head h/(H/H_kv)
+         x = x + z·W_O
+         h = RMSNorm(x)·w_ln2                                   quantised once for W_gate and W_up
+         x = x + (silu(h·W_gate) ⊙ h·W_up)·W_down               SwiGLU
+     logits = RMSNorm(x)·w_final · W_U                          (d_vocab,) float32
+
+   Every matrix is a BlockWeight (glassgpt/quant.py): its product is blockdot.c's, included below, with
+   the activation row rounded to int8 passes by quantize_row and multiplied a tile of 16 outputs at a time
+   by tile_avx512 or tile_avx2. Norms, RoPE, softmax and the sums of attention stay float32. The keys and
+   values are float32 (the torch step's numbers) or float16 (half the bytes attention reads; F16C).
+   Attention and the element-wise stages use AVX2 with FMA, which both kernel versions have.
+
+   Sizes are checked by the Python side (glassgpt/kernels/step.py) and again here before any pointer is
+   followed; the scratch space (`work`) comes from the caller, so a step allocates nothing.
+
+   Build: with blockdot.c, into one library (kernels/__init__.py). */
+
+#include "blockdot.c"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+/* ----------------------------------------------------------------------------- what Python hands over */
+
+typedef struct {  /* one BlockWeight: W (d_in, d_out), see blockdot.c for the layout */
+    const uint8_t *codes;  /* (d_out/16, d_in/32, bits·64) */
+    const uint16_t *dm;    /* (d_out/16, d_in/32, 2, 16) float16 */
+    int32_t d_in, d_out, bits, terms;
+} Matrix;
+
+typedef struct {  /* one block's weights */
+    const float *w_ln1, *w_ln2;  /* RMSNorm weights (d_model,) */
+    Matrix W_Q, W_K, W_V, W_O, W_gate, W_up, W_down;
+} Layer;
+
+typedef struct {
+    int32_t n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab, n_ctx;
+    float eps;                     /* every RMSNorm's */
+    const float *W_E;              /* (d_vocab, d_model), element (t, i) at t·W_E_row + i·W_E_col */
+    int64_t W_E_row, W_E_col;
+    const float *cos, *sin;        /* RoPE's tables (n_ctx, d_head) */
+    const Layer *layers;           /* (n_layers,) */
+    const float *w_final;          /* the final RMSNorm's weights (d_model,) */
+    Matrix W_U;                    /* (d_model, d_vocab) */
+} Model;
+
+typedef struct {  /* one activation row as the integer products see it (blockdot.c's quantize_row) */
+    int8_t *xq;     /* (terms, d_in) */
+    float *dx;      /* (terms, d_in/32) */
+    int32_t *qsum;  /* (terms, d_in/32) */
+    float *s;       /* (d_in/32,) */
+} Quantized;
+
+typedef struct {  /* the scratch space of a step, carved out of `work` */
+    float *x, *h, *q, *k, *v, *z, *out, *gate, *up, *scores, *rows;
+    Quantized a;
+} Scratch;
+
+/* ----------------------------------------------------------------------------- small vector helpers */
+
+/* e^x for 8 floats: 2^n·e^r with n = round(x·log2 e), r = x - n·ln 2 (ln 2 in two parts, so r keeps its
+   bits), e^r by its Taylor series to r⁶ (|r| ≤ ln2/2: relative error below 2e-7). */
+AVX2 static __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    static const float c[] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    for (int i = 0; i < 6; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[i]));
+    __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+
+AVX2 static float exp1(float x) { return _mm256_cvtss_f32(exp8(_mm256_set1_ps(x))); }
+
+/* Lane t of the result = the sum of the 8 lanes of a[t]: eight dot products finished at once. */
+AVX2 static __m256 sum8(const __m256 a[8]) {
+    __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    /* s0123 = [Σa0..Σa3 over lanes 0-3 | the same over lanes 4-7]; likewise s4567 */
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+/* 8 keys or values from the cache as float32 (the cache is float32, or float16 when half is set). */
+AVX2 static inline __m256 load8(const void *row, size_t i, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)))
+                : _mm256_loadu_ps((const float *)row + i);
+}
+
+AVX2 static inline void store8(void *row, size_t i, __m256 v, int half) {
+    if (half)
+        _mm_storeu_si128((__m128i *)((uint16_t *)row + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    else
+        _mm256_storeu_ps((float *)row + i, v);
+}
+
+/* ----------------------------------------------------------------------------- the stages */
+
+/* h = x / √(mean(x²) + eps) · w: Llama's norm, as F.rms_norm.  x, w, h (d,) */
+AVX2 static void rms_norm(const float *x, const float *w, float eps, int d, float *h) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < d; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    float scale = 1.0f / sqrtf(hsum(acc) / (float)d + eps);
+    for (int i = 0; i < d; i += 8)
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(scale)),
+                                              _mm256_loadu_ps(w + i)));
+}
+
+/* The row x (d_in,) rounded to int8 passes for the products that follow (those of W: its bits and passes). */
+static void quantize(const float *x, const Matrix *W, Quantized *a) {
+    quantize_row(x, W->d_in, W->terms, W->bits == 4, a->xq, a->dx, a->qsum, a->s);
+}
+
+/* y = x·W for the quantised row a, output tiles [t0, t1) of 16.  y (d_out,) */
+static void product_tiles(const Matrix *W, const Quantized *a, float *y, int isa, int t0, int t1) {
+    int G = W->d_in / BLOCK;
+    for (int tile = t0; tile < t1; tile++) {
+        const uint8_t *c = W->codes + (size_t)tile * G * W->bits * 64;
+        const uint16_t *dm = W->dm + (size_t)tile * G * 32;
+        if (isa == 0)
+            tile_avx512(c, dm, a->xq, a->dx, a->s, G, W->bits, W->terms, y + tile * 16);
+        else
+            tile_avx2(c, dm, a->xq, a->dx, a->qsum, a->s, G, W->bits, W->terms, y + tile * 16);
+    }
+}
+
+static void product(const Matrix *W, const Quantized *a, float *y, int isa) {
+    product_tiles(W, a, y, isa, 0, W->d_out / 16);
+}
+
+/* RoPE at one position, for each of n_heads heads of x (n_heads·d_head,), as model.RoPE rotates:
+   x·cos + [-x2, x1]·sin, x1 and x2 the two halves of a head. cos, sin: this position's row (d_head,). */
+static void rotate(float *x, int n_heads, int d_head, const float *cos, const float *sin) {
+    int half = d_head / 2;
+    for (int h = 0; h < n_heads; h++, x += d_head) {
+        for (int i = 0; i < half; i++) {
+            float x1 = x[i], x2 = x[i + half];
+            x[i] = x1 * cos[i] - x2 * sin[i];
+            x[i + half] = x2 * cos[i + half] + x1 * sin[i + half];
+        }
+    }
+}
+
+/* rows [s0, s1) of a float16 cache (·, d_head) as float32 in `out` (a block small enough for L1). */
+AVX2 static void widen(const uint16_t *cache, int s0, int s1, int d_head, float *out) {
+    for (size_t i = (size_t)s0 * d_head, j = 0; i < (size_t)s1 * d_head; i += 8, j += 8)
+        _mm256_storeu_ps(out + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(cache + i))));
+}
+
+/* The block's keys and values as float32: the cache's own rows, or (float16 cache) widened into `buf`. */
+static const float *rows(const void *cache, int half, int s0, int s1, int d_head, float *buf) {
+    if (!half)
+        return (const float *)cache + (size_t)s0 * d_head;
+    widen(cache, s0, s1, d_head, buf);
+    return buf;
+}
+
+#define POSITIONS 16  /* keys or values a block: 4 KB of float32 rows of 64, read from memory once, then
+                         from L1 by every query head of the group */
+
+#define INLINE __attribute__((always_inline)) inline
+
+/* out[s] = q·k[s]·scale for the n keys k (n, d_head) of a block: eight keys at a time, so one sum8
+   finishes eight dot products. (Inlined with d_head a constant, its loops unroll into registers.) */
+AVX2 static INLINE void dot_keys(const float *q, const float *k, int n, int d_head, float scale, float *out) {
+    int s = 0;
+    for (; s + 8 <= n; s += 8) {
+        __m256 acc[8];
+        for (int t = 0; t < 8; t++) {  /* key by key, in the order they lie in memory */
+            acc[t] = _mm256_setzero_ps();
+            for (int i = 0; i < d_head; i += 8)
+                acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + (size_t)(s + t) * d_head + i), acc[t]);
+        }
+        _mm256_storeu_ps(out + s, _mm256_mul_ps(sum8(acc), _mm256_set1_ps(scale)));
+    }
+    for (; s < n; s++) {  /* the last n mod 8 keys */
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < d_head; i += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + (size_t)s * d_head + i), acc);
+        out[s] = hsum(acc) * scale;
+    }
+}
+
+/* z += Σ_s p[s]·v[s] for the n values v (n, d_head) of a block, 64 dimensions of z at a time in registers. */
+AVX2 static INLINE void sum_values(const float *p, const float *v, int n, int d_head, float *z) {
+    for (int i = 0; i < d_head; i += 64) {
+        int lanes = d_head - i < 64 ? (d_head - i) / 8 : 8;
+        __m256 acc[8];
+        for (int l = 0; l < lanes; l++) acc[l] = _mm256_loadu_ps(z + i + 8 * l);
+        for (int s = 0; s < n; s++) {
+            __m256 w = _mm256_set1_ps(p[s]);
+            for (int l = 0; l < lanes; l++)
+                acc[l] = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + (size_t)s * d_head + i + 8 * l), acc[l]);
+        }
+        for (int l = 0; l < lanes; l++) _mm256_storeu_ps(z + i + 8 * l, acc[l]);
+    }
+}
+
+/* Ask for the block after next while this one is computed: the cache streams from memory. */
+static inline void prefetch(const void *cache, int half, int s, int n, int d_head) {
+    if (s >= n) return;
+    const char *at = (const char *)cache + (size_t)s * d_head * (half ? 2 : 4);
+    for (size_t b = 0; b < (size_t)POSITIONS * d_head * (half ? 2 : 4); b += 64) _mm_prefetch(at + b, _MM_HINT_T0);
+}
+
+/* scores[g][s] = q_g·K[s] / √d_head for the group's query heads g and positions s < n.
+   q (group, d_head); K (n, d_head) float32 or float16; scores (group, stride); buf: room for one block. */
+AVX2 static void attention_scores(const float *q, int group, const void *K, int half, int n, int d_head,
+                                  float *scores, int stride, float *buf) {
+    const float scale = 1.0f / sqrtf((float)d_head);
+    for (int s0 = 0; s0 < n; s0 += POSITIONS) {
+        int s1 = s0 + POSITIONS < n ? s0 + POSITIONS : n;
+        prefetch(K, half, s0 + 2 * POSITIONS, n, d_head);
+        const float *k = rows(K, half, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
+        for (int g = 0; g < group; g++) {
+            if (d_head == 64)  /* SmolLM2's, Llama's: unrolled */
+                dot_keys(q + (size_t)g * d_head, k, s1 - s0, 64, scale, scores + (size_t)g * stride + s0);
+            else
+                dot_keys(q + (size_t)g * d_head, k, s1 - s0, d_head, scale, scores + (size_t)g * stride + s0);
+        }
+    }
+}
+
+/* pattern = softmax(scores) in place, one row of n: e^(s - max) / Σ e^(s - max). */
+AVX2 static void softmax(float *row, int n) {
+    float top = row[0];
+    for (int s = 1; s < n; s++) top = row[s] > top ? row[s] : top;
+    __m256 acc = _mm256_setzero_ps(), shift = _mm256_set1_ps(top);
+    int s = 0;
+    for (; s + 8 <= n; s += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + s), shift));
+        _mm256_storeu_ps(row + s, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float total = hsum(acc);
+    for (; s < n; s++) total += row[s] = exp1(row[s] - top);
+    __m256 inv = _mm256_set1_ps(1.0f / total);
+    for (s = 0; s + 8 <= n; s += 8) _mm256_storeu_ps(row + s, _mm256_mul_ps(_mm256_loadu_ps(row + s), inv));
+    for (; s < n; s++) row[s] *= 1.0f / total;
+}
+
+/* z_g = Σ_s pattern[g][s]·V[s]. pattern (group, stride); V (n, d_head) float32 or float16;
+   z (group, d_head); buf: room for one block of values. */
+AVX2 static void attention_values(const float *pattern, int group, int stride, const void *V, int half, int n,
+                                  int d_head, float *z, float *buf) {
+    memset(z, 0, sizeof(float) * (size_t)group * d_head);
+    for (int s0 = 0; s0 < n; s0 += POSITIONS) {
+        int s1 = s0 + POSITIONS < n ? s0 + POSITIONS : n;
+        prefetch(V, half, s0 + 2 * POSITIONS, n, d_head);
+        const float *v = rows(V, half, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
+        for (int g = 0; g < group; g++) {
+            if (d_head == 64)
+                sum_values(pattern + (size_t)g * stride + s0, v, s1 - s0, 64, z + (size_t)g * d_head);
+            else
+                sum_values(pattern + (size_t)g * stride + s0, v, s1 - s0, d_head, z + (size_t)g * d_head);
+        }
+    }
+}
+
+/* cache[kv, pos] = k_kv for each key/value head: k (H_kv, d_head) into cache (H_kv, capacity, d_head),
+   rounded to float16 (to nearest, as torch's .half()) when half is set. */
+AVX2 static void store_kv(const float *k, void *cache, int n_kv_heads, int capacity, int pos, int d_head, int half) {
+    for (int kv = 0; kv < n_kv_heads; kv++)
+        for (int i = 0; i < d_head; i += 8)
+            store8(cache, ((size_t)kv * capacity + pos) * d_head + i, _mm256_loadu_ps(k + (size_t)kv * d_head + i), half);
+}
+
+/* The attention of the one query over positions 0..pos, every head: q (H, d_head) → z (H, d_head).
+   K, V: this layer's cache (H_kv, capacity, d_head); query head h reads key/value head h / (H / H_kv). */
+static void attention(const Model *m, const float *q, const void *K, const void *V, int half, int capacity,
+                      int pos, float *scores, float *buf, float *z) {
+    int group = m->n_heads / m->n_kv_heads, d = m->d_head, n = pos + 1;
+    size_t per_head = (size_t)capacity * d * (half ? 2 : 4);  /* bytes of one key/value head's cache */
+    for (int kv = 0; kv < m->n_kv_heads; kv++) {
+        const void *K_kv = (const char *)K + kv * per_head, *V_kv = (const char *)V + kv * per_head;
+        const float *q_g = q + (size_t)kv * group * d;
+        attention_scores(q_g, group, K_kv, half, n, d, scores, m->n_ctx, buf);
+        for (int g = 0; g < group; g++) softmax(scores + (size_t)g * m->n_ctx, n);
+        attention_values(scores, group, m->n_ctx, V_kv, half, n, d, z + (size_t)kv * group * d, buf);
+    }
+}
+
+/* gate = silu(gate)·up = gate / (1 + e^-gate) · up, in place.  (d_mlp,) */
+AVX2 static void swiglu(float *gate, const float *up, int d) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (int i = 0; i < d; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+}
+
+/* x = x + y: the residual stream's add.  (d,) */
+AVX2 static void add(float *x, const float *y, int d) {
+    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+}
+
+/* ----------------------------------------------------------------------------- one block, the whole step */
+
+/* x = x + Attention(RMSNorm(x)); x = x + MLP(RMSNorm(x)).  K, V: this layer's cache. */
+static void block(const Model *m, const Layer *L, Scratch *w, void *K, void *V, int half, int capacity, int pos,
+                  int isa) {
+    int D = m->d_model, d = m->d_head;
+    rms_norm(w->x, L->w_ln1, m->eps, D, w->h);
+    quantize(w->h, &L->W_Q, &w->a);  /* once for the three products: they share h */
+    product(&L->W_Q, &w->a, w->q, isa);  /* (H·d_head,) */
+    product(&L->W_K, &w->a, w->k, isa);  /* (H_kv·d_head,) */
+    product(&L->W_V, &w->a, w->v, isa);
+    rotate(w->q, m->n_heads, d, m->cos + (size_t)pos * d, m->sin + (size_t)pos * d);
+    rotate(w->k, m->n_kv_heads, d, m->cos + (size_t)pos * d, m->sin + (size_t)pos * d);
+    store_kv(w->k, K, m->n_kv_heads, capacity, pos, d, half);
+    store_kv(w->v, V, m->n_kv_heads, capacity, pos, d, half);
+    attention(m, w->q, K, V, half, capacity, pos, w->scores, w->rows, w->z);  /* (H·d_head,) */
+    quantize(w->z, &L->W_O, &w->a);
+    product(&L->W_O, &w->a, w->out, isa);  /* (d_model,) */
+    add(w->x, w->out, D);
+
+    rms_norm(w->x, L->w_ln2, m->eps, D, w->h);
+    quantize(w->h, &L->W_gate, &w->a);  /* once for gate and up */
+    product(&L->W_gate, &w->a, w->gate, isa);  /* (d_mlp,) */
+    product(&L->W_up, &w->a, w->up, isa);
+    swiglu(w->gate, w->up, m->d_mlp);
+    quantize(w->gate, &L->W_down, &w->a);
+    product(&L->W_down, &w->a, w->out, isa);  /* (d_model,) */
+    add(w->x, w->out, D);
+}
+
+/* The scratch space a step needs, in bytes (and, with work given, where each buffer lies). */
+static size_t scratch(const Model *m, char *work, Scratch *w) {
+    int D = m->d_model, HD = m->n_heads * m->d_head, KD = m->n_kv_heads * m->d_head, F = m->d_mlp;
+    int widest = D > HD ? D : HD;
+    widest = widest > F ? widest : F;
+    size_t sizes[] = {D, D, HD, KD, KD, HD, D, F, F, (size_t)m->n_heads * m->n_ctx, (size_t)POSITIONS * m->d_head};
+    float **where[] = {&w->x, &w->h, &w->q, &w->k, &w->v, &w->z, &w->out, &w->gate, &w->up, &w->scores, &w->rows};
+    size_t at = 0;
+    for (int i = 0; i < 11; i++) {  /* floats, each buffer on its own cache lines */
+        if (work) *where[i] = (float *)(work + at);
+        at += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
+    }
+    size_t G = widest / BLOCK;
+    if (work) {
+        w->a.xq = (int8_t *)(work + at);
+        w->a.dx = (float *)(work + at + MAX_TERMS * (size_t)widest);
+        w->a.qsum = (int32_t *)(work + at + MAX_TERMS * (size_t)widest + MAX_TERMS * G * 4);
+        w->a.s = (float *)(work + at + MAX_TERMS * (size_t)widest + 2 * MAX_TERMS * G * 4);
+    }
+    return at + MAX_TERMS * (size_t)widest + (2 * MAX_TERMS + 1) * G * 4;
+}
+
+size_t step_scratch_bytes(const Model *m) { return scratch(m, NULL, NULL); }
+
+static int matrix_ok(const Matrix *W, int d_in, int d_out) {
+    return W->codes && W->dm && W->d_in == d_in && W->d_out == d_out && (W->bits == 4 || W->bits == 8) &&
+           W->terms >= 1 && W->terms <= MAX_TERMS && d_in % BLOCK == 0 && d_out % 16 == 0;
+}
+
+/* Every size the step relies on. 0 when it may run. */
+static int check(const Model *m, int pos, int capacity, int isa) {
+    int D = m->d_model, HD = m->n_heads * m->d_head, KD = m->n_kv_heads * m->d_head, F = m->d_mlp;
+    if (m->n_layers < 1 || m->n_kv_heads < 1 || m->n_heads % m->n_kv_heads || m->d_head % 8 || D % BLOCK ||
+        pos < 0 || pos >= capacity || pos >= m->n_ctx || (isa != 0 && isa != 1) || !matrix_ok(&m->W_U, D, m->d_vocab))
+        return -1;
+    for (int i = 0; i < m->n_layers; i++) {
+        const Layer *L = m->layers + i;
+        if (!matrix_ok(&L->W_Q, D, HD) || !matrix_ok(&L->W_K, D, KD) || !matrix_ok(&L->W_V, D, KD) ||
+            !matrix_ok(&L->W_O, HD, D) || !matrix_ok(&L->W_gate, D, F) || !matrix_ok(&L->W_up, D, F) ||
+            !matrix_ok(&L->W_down, F, D))
+            return -1;
+        /* one quantised row serves Q, K, V (and gate, up): they must want the same rounding */
+        if (L->W_K.bits != L->W_Q.bits || L->W_K.terms != L->W_Q.terms || L->W_V.bits != L->W_Q.bits ||
+            L->W_V.terms != L->W_Q.terms || L->W_up.bits != L->W_gate.bits || L->W_up.terms != L->W_gate.terms)
+            return -1;
+    }
+    return 0;
+}
+
+/* token at position pos → logits (d_vocab,) float32, writing its keys and values at pos.
+   K, V: the static cache (n_layers, n_kv_heads, capacity, d_head), float32 or (half = 1) float16.
+   work: step_scratch_bytes(m) bytes, 64-byte aligned. isa: 0 avx512_vnni, 1 avx2.
+   Returns 0, or -1 for sizes it does not take, -2 for too little scratch space. */
+int decode_step(const Model *m, int64_t token, int pos, void *K, void *V, int half, int capacity,
+                float *logits, void *work, size_t work_bytes, int isa) {
+    if (check(m, pos, capacity, isa) || token < 0 || token >= m->d_vocab)
+        return -1;
+    if (work_bytes < step_scratch_bytes(m) || ((uintptr_t)work & 63))
+        return -2;
+    Scratch w = {0};
+    scratch(m, work, &w);
+    int D = m->d_model;
+    for (int i = 0; i < D; i++) w.x[i] = m->W_E[token * m->W_E_row + i * m->W_E_col];  /* x = W_E[token] */
+    size_t layer_bytes = (size_t)m->n_kv_heads * capacity * m->d_head * (half ? 2 : 4);
+    for (int i = 0; i < m->n_layers; i++)
+        block(m, m->layers + i, &w, (char *)K + i * layer_bytes, (char *)V + i * layer_bytes, half, capacity, pos, isa);
+    rms_norm(w.x, m->w_final, m->eps, D, w.h);
+    quantize(w.h, &m->W_U, &w.a);
+    product(&m->W_U, &w.a, logits, isa);  /* (d_vocab,) */
+    return 0;
+}

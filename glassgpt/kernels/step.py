@@ -1,0 +1,143 @@
+"""The binding of step.c: one whole decode step of a Llama-style GPT in one C call.
+
+`why_not(model)` says why a model cannot take the C step ("" when it can): it must be a decoder-only
+GPT whose blocks are all Llama's (RMSNorm, RoPE, SwiGLU, no biases, no cross-attention), with every
+layer matrix and the unembedding stored as BlockWeight (weight modes int4, int8, q4a8) and the
+kernel library built. `CStep(model)` gathers every pointer the C code reads once, into ctypes
+structures that mirror step.c's (Matrix, Layer, Model), and keeps the tensors they point to alive;
+calling it runs one token through the whole stack. glassgpt.decode.DecodeStep uses it when the model
+qualifies and the cache is float32 or float16 with one row, and its torch step otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import torch
+
+from ..errors import GlassError
+from ..model import GPT
+from ..quant import BlockWeight
+from . import ISAS, kernel, library
+
+MATRICES = ("W_Q", "W_K", "W_V", "W_O", "W_gate", "W_up", "W_down")
+CACHE_DTYPES = {torch.float32: 0, torch.float16: 1}  # the cache dtypes step.c reads: its `half` flag
+
+
+class Matrix(ctypes.Structure):  # step.c's Matrix: one BlockWeight
+    _fields_ = [("codes", ctypes.c_void_p), ("dm", ctypes.c_void_p), ("d_in", ctypes.c_int32),
+                ("d_out", ctypes.c_int32), ("bits", ctypes.c_int32), ("terms", ctypes.c_int32)]
+
+
+class Layer(ctypes.Structure):  # step.c's Layer
+    _fields_ = [("w_ln1", ctypes.c_void_p), ("w_ln2", ctypes.c_void_p)] + [(name, Matrix) for name in MATRICES]
+
+
+class Model(ctypes.Structure):  # step.c's Model
+    _fields_ = [(name, ctypes.c_int32) for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head",
+                                                    "d_mlp", "d_vocab", "n_ctx")] + [
+        ("eps", ctypes.c_float), ("W_E", ctypes.c_void_p), ("W_E_row", ctypes.c_int64), ("W_E_col", ctypes.c_int64),
+        ("cos", ctypes.c_void_p), ("sin", ctypes.c_void_p), ("layers", ctypes.POINTER(Layer)),
+        ("w_final", ctypes.c_void_p), ("W_U", Matrix)]
+
+
+def why_not(model) -> str:
+    """Why `model` cannot take the C step, or "" when it can."""
+    if library() is None:
+        return "the kernel library is not built"
+    if not isinstance(model, GPT):
+        return "not a decoder-only GPT"
+    cfg = model.cfg
+    if (cfg.positions, cfg.norm, cfg.mlp) != ("rope", "rmsnorm", "swiglu"):
+        return "not a Llama-style model (RoPE, RMSNorm, SwiGLU)"
+    if cfg.d_head % 8 or cfg.n_heads % cfg.n_kv_heads:
+        return f"d_head {cfg.d_head} is not a multiple of 8"
+    rope = model.blocks[0].attn.rope
+    norms = [model.unembed.norm] + [n for b in model.blocks for n in (b.ln1, b.ln2)]
+    for b in model.blocks:
+        attn, mlp = b.attn, b.mlp
+        if b.cross_attn is not None or attn.rope is not rope:
+            return "a block cross-attends or has its own RoPE table"
+        if any(t is not None for t in (attn.b_Q, attn.b_K, attn.b_V, attn.b_O, mlp.b_gate, mlp.b_up, mlp.b_down)):
+            return "a layer has biases"
+        for name in MATRICES:
+            W = getattr(attn if name in MATRICES[:4] else mlp, name)
+            if not isinstance(W, BlockWeight) or W.kernel == "torch":
+                return f"{name} is not stored as blocks (weight modes int4, int8, q4a8)"
+    if not isinstance(model.unembed.W_U, BlockWeight):
+        return "the unembedding is not stored as blocks"
+    if len({n.eps for n in norms}) != 1 or any(n.w.dtype != torch.float32 for n in norms):
+        return "the norms differ in eps or dtype"
+    W_E = model.embed.W_E
+    if W_E.dtype != torch.float32 or W_E.dim() != 2 or rope.cos.dtype != torch.float32:
+        return "W_E or RoPE's table is not float32"
+    return ""
+
+
+class CStep:
+    """token (1, 1) at position pos → logits (1, d_vocab) float32 through step.c, writing the token's keys
+    and values into K, V (n_layers, 1, n_kv_heads, capacity, d_head) float32 or float16.
+
+    isa: the kernel version ("avx512-vnni" or "avx2"; default the one chosen for this CPU)."""
+
+    def __init__(self, model, isa: str = ""):
+        reason = why_not(model)
+        if reason:
+            raise GlassError(f"the C decode step cannot run this model: {reason}")
+        self.lib = library()
+        self.lib.decode_step.restype = ctypes.c_int
+        self.lib.decode_step.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p,
+                                         ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self.lib.step_scratch_bytes.restype = ctypes.c_size_t
+        self.lib.step_scratch_bytes.argtypes = [ctypes.c_void_p]
+        self.isa = ISAS[isa or kernel()][0]
+        self.cfg = cfg = model.cfg
+        self.keep: list[torch.Tensor] = []  # every tensor a pointer below points into
+        layers = (Layer * cfg.n_layers)()
+        for layer, b in zip(layers, model.blocks):
+            layer.w_ln1, layer.w_ln2 = self._ptr(b.ln1.w), self._ptr(b.ln2.w)
+            for name in MATRICES:
+                setattr(layer, name, self._matrix(getattr(b.attn if name in MATRICES[:4] else b.mlp, name)))
+        rope, W_E = model.blocks[0].attn.rope, model.embed.W_E.detach()
+        self.keep.append(W_E)
+        self.model = Model(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp,
+                           cfg.d_vocab, rope.cos.shape[0], model.unembed.norm.eps, W_E.data_ptr(), W_E.stride(0),
+                           W_E.stride(1), self._ptr(rope.cos), self._ptr(rope.sin), layers,
+                           self._ptr(model.unembed.norm.w), self._matrix(model.unembed.W_U))
+        self.layers = layers
+        if tuple(rope.cos.shape) != (rope.cos.shape[0], cfg.d_head) or tuple(W_E.shape) != (cfg.d_vocab, cfg.d_model):
+            raise GlassError("RoPE's table or W_E has the wrong shape for the C decode step")
+        self.n_ctx = rope.cos.shape[0]
+        self.scratch = torch.empty(self.lib.step_scratch_bytes(ctypes.byref(self.model)), dtype=torch.uint8)
+        self.lock = threading.Lock()  # one scratch space: one step at a time
+
+    def _ptr(self, t: torch.Tensor) -> int:
+        t = t.detach()
+        if not t.is_contiguous():
+            t = t.contiguous()
+        self.keep.append(t)
+        return t.data_ptr()
+
+    def _matrix(self, W) -> Matrix:
+        return Matrix(self._ptr(W.codes), self._ptr(W.dm), W.d_in, W.d_out, W.bits, W.terms)
+
+    def takes(self, tokens: torch.Tensor, K: torch.Tensor) -> bool:
+        """Whether this call can run in C: one row, a float32 or float16 cache in the expected layout."""
+        cfg = self.cfg
+        return (tokens.shape[0] == 1 and K.dtype in CACHE_DTYPES and K.dim() == 5 and K.is_contiguous()
+                and tuple(K.shape[:3]) == (cfg.n_layers, 1, cfg.n_kv_heads) and K.shape[4] == cfg.d_head)
+
+    def __call__(self, tokens: torch.Tensor, K: torch.Tensor, V: torch.Tensor, pos: int) -> torch.Tensor:
+        if not (self.takes(tokens, K) and V.shape == K.shape and V.dtype == K.dtype and V.is_contiguous()):
+            raise GlassError("the C decode step takes one row and a contiguous float32 or float16 cache")
+        logits = torch.empty(1, self.cfg.d_vocab)
+        with self.lock:
+            rc = self.lib.decode_step(ctypes.byref(self.model), int(tokens[0, 0]), pos, K.data_ptr(), V.data_ptr(),
+                                      CACHE_DTYPES[K.dtype], K.shape[3], logits.data_ptr(), self.scratch.data_ptr(),
+                                      self.scratch.numel(), self.isa)
+        if rc:
+            raise GlassError(f"step.c refused token {int(tokens[0, 0])} at position {pos} of a cache of "
+                             f"{K.shape[3]} (code {rc})")
+        return logits

@@ -1,0 +1,198 @@
+"""The decode step in C (glassgpt/kernels/step.c) against the glass box: the same logits, the same tokens.
+
+Small random Llama-style toys (RoPE, RMSNorm, SwiGLU, grouped-query attention) in each block weight mode,
+through each kernel version this CPU has, at positions that cross the C code's blocks of keys (8 and 16).
+"""
+
+import pytest
+import torch
+
+from glassgpt import GPT, kernels, preset
+from glassgpt.decode import DecodeStep, StaticKVCache
+from glassgpt.errors import GlassError
+from glassgpt.fast import pack_model
+from glassgpt.generate import SampleConfig, decode_step, generate_ids
+from glassgpt.kernels.step import CStep, why_not
+
+pytestmark = pytest.mark.skipif(not kernels.usable(), reason="no C kernel on this machine (GLASSGPT_KERNEL=torch, "
+                                                              "no compiler or no AVX2): the torch step runs")
+V = 128  # a multiple of 16: the unembedding is stored as blocks too
+SHAPES = {"d_head 32": dict(d_model=128, n_heads=4, n_kv_heads=2),  # the general loops
+          "d_head 64": dict(d_model=192, n_heads=3, n_kv_heads=1)}  # SmolLM2's d_head: the unrolled loops
+
+
+def _toy(mode: str, shape: str = "d_head 64", sharp: bool = False) -> GPT:
+    """Random weights with norms that matter and attention far from uniform (W_Q, W_K scaled up: which key
+    sits where, i.e. RoPE, changes the logits). sharp: more so, and layers that outweigh the token's own
+    embedding, so greedy continuations vary (float32 rounding differences grow with the scale: 7e-4 of the
+    logits between C and torch in int4, against 4e-5 for the mild toy)."""
+    cfg = preset("smollm2-135m", d_vocab=V, n_ctx=96, n_layers=2, d_mlp=192, rope_theta=500.0, **SHAPES[shape])
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".w"):
+                p.add_(0.1 * torch.randn_like(p))
+            elif name.endswith(("W_Q", "W_K")):
+                p.mul_(12 if sharp else 4)
+            elif name.endswith(("W_V", "W_O", "W_gate", "W_up", "W_down")) and sharp:
+                p.mul_(6)
+    return pack_model(model, mode)
+
+
+@torch.inference_mode()
+def _steps(model, step, prompt, n_steps, kv_dtype=torch.float32):
+    """Logits of n_steps one-token steps after `prompt` through `step` (C or torch) and the glass box."""
+    glass, static = model.new_cache(), StaticKVCache(model.cfg, len(prompt) + n_steps, dtype=kv_dtype)
+    if prompt:
+        model(torch.tensor([prompt]), cache=glass)
+        model(torch.tensor([prompt]), cache=static)
+    ours, theirs, token = [], [], torch.tensor([[7]])
+    for _ in range(n_steps):
+        theirs.append(model(token, cache=glass)[:, -1])
+        ours.append(step(token, static))
+        token = theirs[-1].argmax(-1, keepdim=True)
+    return torch.cat(ours), torch.cat(theirs)
+
+
+def _c_step(model, isa: str) -> DecodeStep:
+    step = DecodeStep(model)
+    assert step.c is not None, step.why_not_c
+    step.c = CStep(model, isa=isa)
+    return step
+
+
+@pytest.mark.parametrize("isa", kernels.usable())
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mode, tolerance", [("int4", 2e-4), ("int8", 2e-4), ("q4a8", 2e-2)])
+def test_the_c_step_computes_the_glass_box_logits(mode, tolerance, shape, isa):
+    """Within a fraction of the largest logit. C and torch round float32 differently (a norm's sum in another
+    order, exp), and the activations' int8 rounding can turn a last-bit difference into a step: int4 and int8
+    correct it with their second pass (measured here: 4e-5 and 1.4e-5), q4a8's one pass cannot, so a
+    difference becomes a step of max|x|/127 wherever a value sits on a rounding boundary (measured 5e-3)."""
+    model = _toy(mode, shape)
+    step = _c_step(model, isa)
+    ours, theirs = _steps(model, step, [3, 1, 4, 1, 5, 9, 2, 6, 5], 60)  # positions 9..68: blocks of 8 and 16, tails
+    assert step.ran == "c"
+    assert ours.std() > 0.1  # the logits are not all alike: a wrong position or head would show
+    assert (ours - theirs).abs().max() < tolerance * theirs.abs().max()
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("isa", kernels.usable())
+def test_the_c_step_starts_from_an_empty_cache(isa):
+    model = _toy("int4", "d_head 32")
+    ours, theirs = _steps(model, _c_step(model, isa), [], 20)  # position 0 first: attention over one key
+    assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+
+
+def test_the_comparison_sees_a_missing_rotation():
+    """The control: the C step reads the model's own RoPE table; with the rotation taken out of it
+    (cos = 1, sin = 0) its logits part from the glass box's far beyond the tolerance above."""
+    model = _toy("int4")
+    step = DecodeStep(model)
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5]
+    with torch.inference_mode():
+        cache = StaticKVCache(model.cfg, 40)
+        model(torch.tensor([prompt]), cache=cache)
+        want = model(torch.tensor([prompt + [7]]))[:, -1]
+        rope = model.blocks[0].attn.rope
+        cos, sin = rope.cos.clone(), rope.sin.clone()
+        rope.cos.fill_(1.0), rope.sin.zero_()  # in place: the pointers step.c holds see it
+        try:
+            got = step(torch.tensor([[7]]), cache)
+        finally:
+            rope.cos.copy_(cos), rope.sin.copy_(sin)
+        assert step.ran == "c"
+        assert (got - want).abs().max() > 100 * 2e-4 * want.abs().max()  # (measured: 0.12 of the largest logit)
+        for layer in cache.layers:
+            layer.length = len(prompt)
+        assert (step(torch.tensor([[7]]), cache) - want).abs().max() < 1e-4 * want.abs().max()  # restored: equal
+
+
+@pytest.mark.parametrize("isa", kernels.usable())
+def test_a_float16_cache_in_c_stays_near_the_exact_logits(isa):
+    model = _toy("int4", "d_head 64")
+    ours, theirs = _steps(model, _c_step(model, isa), [3, 1, 4, 1, 5, 9, 2, 6, 5], 30, kv_dtype=torch.float16)
+    drift = (ours - theirs).abs().max()
+    assert 0 < drift < 0.05 * theirs.abs().max()  # (0 would mean the half-precision cache was not read)
+
+
+def test_the_c_step_writes_keys_rounded_to_float16_as_torch_rounds_them():
+    model = _toy("int4")
+    prompt = [3, 1, 4, 1, 5]
+    with torch.inference_mode():
+        full, half = StaticKVCache(model.cfg, 8), StaticKVCache(model.cfg, 8, dtype=torch.float16)
+        for cache in (full, half):
+            model(torch.tensor([prompt]), cache=cache)
+            DecodeStep(model)(torch.tensor([[7]]), cache)
+        # layer 0's new key and value come from the token alone (no attention before them): the same numbers
+        assert torch.equal(half.K[0, :, :, 5], full.K[0, :, :, 5].half())
+        assert torch.equal(half.V[0, :, :, 5], full.V[0, :, :, 5].half())
+
+
+def test_generation_through_the_c_step_equals_full_recomputation():
+    model = _toy("int4", sharp=True)
+    prompt = [3, 1, 4, 1, 5]
+    got = [int(t[0]) for t in generate_ids(model, [prompt], SampleConfig(max_new_tokens=30, temperature=0))]
+    assert decode_step(model).ran == "c"
+    seq = list(prompt)
+    with torch.inference_mode():
+        for _ in range(30):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    assert got == seq[len(prompt):]
+    assert len(set(got)) > 3  # a varied continuation, not one token repeated
+
+
+@pytest.mark.parametrize("kind, reason", [("gpt2", "not a Llama-style model"), ("fp32", "not stored as blocks"),
+                                          ("fp16", "not stored as blocks")])
+def test_other_models_keep_the_torch_step(kind, reason):
+    if kind == "gpt2":
+        cfg = preset("baby", d_vocab=V, n_ctx=40, d_model=64, n_layers=2, n_heads=4)
+        torch.manual_seed(0)
+        model = pack_model(GPT(cfg).eval(), "int4")
+    else:
+        model = _toy(kind)
+    assert reason in why_not(model)
+    step = DecodeStep(model)
+    with torch.inference_mode():
+        cache = StaticKVCache(model.cfg, 8)
+        model(torch.tensor([[1, 2, 3]]), cache=cache)
+        want = model(torch.tensor([[1, 2, 3, 4]]))[:, -1]
+        assert (step(torch.tensor([[4]]), cache) - want).abs().max() < 1e-4
+    assert step.c is None and step.ran == "torch"
+
+
+def test_a_batch_or_a_bfloat16_cache_takes_the_torch_step():
+    model = _toy("int4")
+    step = DecodeStep(model)
+    with torch.inference_mode():
+        for batch, dtype in ((2, torch.float32), (1, torch.bfloat16)):
+            cache = StaticKVCache(model.cfg, 8, batch=batch, dtype=dtype)
+            model(torch.tensor([[1, 2, 3]] * batch), cache=cache)
+            step(torch.tensor([[4]] * batch), cache)
+            assert step.ran == "torch"
+
+
+def test_sizes_step_c_refuses_are_one_line_errors():
+    model = _toy("int4")
+    c = CStep(model)
+    cache = StaticKVCache(model.cfg, 4)
+    with pytest.raises(GlassError, match="refused token 4 at position 4 of a cache of 4"):
+        c(torch.tensor([[4]]), cache.K, cache.V, 4)
+    with pytest.raises(GlassError, match="one row"):
+        c(torch.tensor([[4]]), cache.K, cache.V[:, :, :, :2], 0)
+    with pytest.raises(GlassError, match="refused token 500"):
+        c(torch.tensor([[500]]), cache.K, cache.V, 0)
+
+
+def test_a_failed_build_leaves_nothing_in_the_cache_folder(monkeypatch, tmp_path):
+    cc = tmp_path / "cc"  # a compiler that writes its output, then fails
+    cc.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho half > "$2"\nexit 1\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "_why", "not tried yet")  # build again (monkeypatch puts the old library back)
+    monkeypatch.setattr(kernels, "_lib", None)
+    assert kernels.kernel() == "torch" and "building step.c failed" in kernels.why()
+    assert list((tmp_path / "cache" / "kernels").iterdir()) == []
