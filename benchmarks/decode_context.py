@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/decode_context.py                          # fp32, fp16, int4; 1 thread
     .venv/bin/python benchmarks/decode_context.py --modes int4 --rounds 9 --contexts 128,1000,2000
+    .venv/bin/python benchmarks/decode_context.py --answers float16   # does a half cache keep the answers?
 
 Every variant lives in one process and they take turns (a busy minute slows all of them alike): each
 round, each variant decodes 8 greedy tokens after each context length, starting from a cache filled
@@ -9,8 +10,16 @@ once by one prefill of the longest context and set back to the length (a KV cach
 `length` tokens; the 8 steps overwrite 8 of them, the same way in every variant). Variants per weight mode:
 
     glass-box      GPT.forward(token, cache) with kv_cache.KVCache (hooks, masks, a growing cache)
-    lean           glassgpt.decode.DecodeStep with a float32 StaticKVCache (what generation runs)
-    lean-bf16kv    the same with a bfloat16 StaticKVCache (half the bytes a step reads from the cache)
+    torch-step     glassgpt.decode.DecodeStep's torch step with a float32 StaticKVCache
+    lean           DecodeStep as it runs (the C step of kernels/step.c where the model qualifies: int4,
+                   int8, q4a8) with a float32 StaticKVCache
+    lean-float16kv the same with a float16 StaticKVCache (half the bytes a step reads from the cache: what
+                   generation makes for the C step); --kv bfloat16 adds a bfloat16 one (the torch step)
+
+`--answers DTYPE` times nothing: on the 24 prompts of tests/decode_prompts.py it compares int4's greedy
+continuations (32 tokens, through the step generation runs) with a DTYPE cache against those with a float32
+cache and against fp32 weights', and the largest logit difference between the two caches' steps along the
+float32 cache's continuation (benchmarks/results/decode_kv_answers.json).
 
 The median ms/token per context, wall clock and this thread's CPU time (on a machine shared with other
 jobs the CPU time is the steadier: it leaves out the time the process waits for a core; both are
@@ -49,8 +58,14 @@ def variants(loaded, ids: list[int], kv_dtypes: list[str]) -> dict:
     glass = model.new_cache()
     for layer, held in zip(glass.layers, exact.layers):
         layer.append(held.k.clone(), held.v.clone())
-    out = {"glass-box": (lambda token, cache: model(token, cache=cache)[:, -1], glass),
-           "lean": (DecodeStep(model), exact)}
+    out = {"glass-box": (lambda token, cache: model(token, cache=cache)[:, -1], glass)}
+    if DecodeStep(model).c is not None:  # the torch step too, to compare (elsewhere "lean" is the torch step)
+        torch_step = StaticKVCache(model.cfg, exact.capacity)
+        torch_step.K.copy_(exact.K)
+        torch_step.V.copy_(exact.V)
+        torch_step.advance(exact.length)
+        out["torch-step"] = (DecodeStep(model, c=False), torch_step)
+    out["lean"] = (DecodeStep(model), exact)
     for name in kv_dtypes:
         half = StaticKVCache(model.cfg, exact.capacity, dtype=getattr(torch, name))
         half.K.copy_(exact.K)
@@ -60,15 +75,74 @@ def variants(loaded, ids: list[int], kv_dtypes: list[str]) -> dict:
     return out
 
 
+def answers(kv: str) -> dict:
+    """int4 with a `kv` cache against int4 with a float32 cache and fp32 weights, on tests/decode_prompts.py."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from decode_prompts import CHAT, TEXT
+
+    from glassgpt.chat import Chat
+    from glassgpt.generate import SampleConfig, decode_step, generate_ids
+
+    exact, light = load_model(None), load_model(None, weights="int4")
+    ids = [exact.tokenizer.encode(t) for t in list(TEXT) + [Chat(exact, messages=[{"role": "user", "content": c}])
+                                                          .prompt_text() for c in CHAT]]
+    cfg = SampleConfig(max_new_tokens=32, temperature=0, stop_ids=tuple(exact.stop_ids))
+
+    def run(model, dtype=torch.float32) -> list[list[int]]:
+        model.kv_dtype = dtype  # the cache glassgpt.generate.new_cache makes
+        try:
+            return [[int(s[0]) for s in generate_ids(model, [i], cfg)] for i in ids]
+        finally:
+            del model.kv_dtype
+
+    dtype = getattr(torch, kv)
+    reference, full, half = run(exact.model), run(light.model), run(light.model, dtype)
+    step, worst = decode_step(light.model), 0.0
+    for prompt, continuation in zip(ids, full):  # both caches' steps along the float32 cache's continuation
+        caches = [StaticKVCache(light.model.cfg, len(prompt) + len(continuation), dtype=d) for d in (torch.float32, dtype)]
+        for cache in caches:
+            light.model(torch.tensor([prompt]), cache=cache)
+        for token in continuation[:-1]:
+            a, b = (step(torch.tensor([[token]]), cache) for cache in caches)
+            worst = max(worst, (a - b).abs().max().item())
+
+    def parted(mine, theirs) -> dict:
+        return {n: next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                for n, (a, b) in enumerate(zip(mine, theirs)) if a != b}
+
+    return {"prompts": len(ids), "max_new_tokens": 32, "kv": kv, "step": step.ran,
+            "identical_to_float32_cache": len(ids) - len(parted(half, full)),
+            "identical_to_fp32_weights": {"float32 cache": len(ids) - len(parted(full, reference)),
+                                          f"{kv} cache": len(ids) - len(parted(half, reference))},
+            "parted_from_float32_cache_at": parted(half, full),
+            "max_logit_diff_vs_float32_cache": round(worst, 5)}
+
+
+def cache_name(cache) -> str:
+    return str(cache.K.dtype).removeprefix("torch.") if hasattr(cache, "K") else "float32 (growing)"
+
+
+def element_bytes(cache) -> int:
+    return cache.K.element_size() if hasattr(cache, "K") else 4
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--modes", default="fp32,fp16,int4")
     ap.add_argument("--contexts", default="128,2000")
-    ap.add_argument("--kv", default="bfloat16", help="half-precision cache dtypes to try (comma-separated, or '')")
+    ap.add_argument("--kv", default="float16", help="half-precision cache dtypes to try (comma-separated, or '')")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--answers", metavar="DTYPE", help="compare a DTYPE cache's answers with float32's instead of timing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.answers:
+        with torch.inference_mode():
+            result = {"cpu": cpu_info(), "threads": args.threads, **answers(args.answers)}
+        print(json.dumps({k: v for k, v in result.items() if k != "cpu"}))
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "decode_kv_answers.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
     contexts = [int(c) for c in args.contexts.split(",")]
     kv_dtypes = [k for k in args.kv.split(",") if k]
     runs = {}
@@ -111,16 +185,17 @@ def main() -> None:
         rows.append({"variant": name, "ms_per_token": ms, "growth": round(ms[contexts[-1]] / ms[contexts[0]], 2),
                      "cpu_ms_per_token": cpu_ms, "cpu_growth": round(cpu_ms[contexts[-1]] / cpu_ms[contexts[0]], 2),
                      "max_logit_diff_vs_glass_box": round(drift[name], 5),
+                     "step": getattr(runs[name][0], "ran", "glass box"), "cache": cache_name(runs[name][1]),
                      "kv_cache_mb_at_longest": round(2 * runs[name][1].layers[0].k.numel() * len(runs[name][1].layers)
-                                                     * (2 if "bfloat16" in name else 4) / 1e6, 1)})
+                                                     * element_bytes(runs[name][1]) / 1e6, 1)})
     result = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "steps_per_round": STEPS,
               "contexts": contexts, "rows": rows}
-    print(f"{'variant':<24} " + " ".join(f"{'ms @' + str(n):>9}" for n in contexts) + f" {'growth':>7} "
+    print(f"{'variant':<26} " + " ".join(f"{'ms @' + str(n):>9}" for n in contexts) + f" {'growth':>7} "
           + " ".join(f"{'cpu ms @' + str(n):>13}" for n in contexts) + f" {'growth':>7} {'Δlogit':>8}")
     for r in rows:
-        print(f"{r['variant']:<24} " + " ".join(f"{r['ms_per_token'][n]:>9}" for n in contexts) + f" {r['growth']:>7} "
+        print(f"{r['variant']:<26} " + " ".join(f"{r['ms_per_token'][n]:>9}" for n in contexts) + f" {r['growth']:>7} "
               + " ".join(f"{r['cpu_ms_per_token'][n]:>13}" for n in contexts)
-              + f" {r['cpu_growth']:>7} {r['max_logit_diff_vs_glass_box']:>8}")
+              + f" {r['cpu_growth']:>7} {r['max_logit_diff_vs_glass_box']:>8}  {r['step']} step, {r['cache']} cache")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"decode_context-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
 

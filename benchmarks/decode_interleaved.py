@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/decode_interleaved.py                      # every mode, transformers, llama.cpp
     .venv/bin/python benchmarks/decode_interleaved.py --impls fp16,int4 --rounds 9
 
+"int4-torchstep" is int4 through the torch lean step with a float32 cache (what every mode ran before
+glassgpt/kernels/step.c): beside "int4" (the C step, float16 cache, as generation runs it) it shows what
+the one-call step gains. The JSON records which step each glassgpt row ran ("c" or "torch") and its cache dtype.
+
 benchmarks/generate.py measures one implementation after another; when other jobs share the
 machine, the load can change between them by several times. Here every torch implementation
 lives in one process and they take turns: each round, each decodes 16 greedy tokens after the
@@ -31,6 +35,9 @@ sys.path.insert(0, str(HERE))
 from generate import MODES, LlamaLoop, Ours, llama_available, make_runners  # noqa: E402
 from matvec import cpu_info, read_bandwidth  # noqa: E402
 
+from glassgpt.decode import DecodeStep, StaticKVCache  # noqa: E402
+from glassgpt.generate import decode_step  # noqa: E402
+
 LOOP = """
 import os, sys, time, json, numpy as np, llama_cpp
 path, threads, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -50,17 +57,50 @@ print(json.dumps(rates))
 """
 
 
+class TorchStep(Ours):
+    """A weight mode through the torch lean step (DecodeStep without its C path) on a float32 cache."""
+
+    def __init__(self, weights: str):
+        super().__init__(weights)
+        self.lean = DecodeStep(self.model, c=False)
+
+    def prefill(self, ids: list[int]):
+        cache = StaticKVCache(self.model.cfg, len(ids) + 2048)
+        return self.model(torch.tensor([ids]), cache=cache, last_only=True)[:, -1], cache
+
+    def step(self, token: int, cache):
+        return self.lean(torch.tensor([[token]]), cache)
+
+    def kernels(self) -> dict:
+        return {**super().kernels(), "step": self.lean.ran, "cache": "float32"}
+
+
+def runners_for(names: list[str]) -> dict:
+    runners = make_runners([n for n in names if not n.endswith("-torchstep")])
+    runners.update({n: TorchStep(n.removesuffix("-torchstep")) for n in names if n.endswith("-torchstep")})
+    return {n: runners[n] for n in names if n in runners}
+
+
+def step_report(r: Ours, cache) -> dict:
+    """Which decode step a glassgpt row ran and on which cache."""
+    if isinstance(r, TorchStep):
+        return r.kernels()
+    return {**r.kernels(), "step": decode_step(r.model).ran if hasattr(cache, "capacity") else "glass box",
+            "cache": str(getattr(cache, "dtype", "")).removeprefix("torch.")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--impls", default=",".join(MODES) + ",transformers,llama.cpp")
+    ap.add_argument("--impls", default=",".join(MODES) + ",int4-torchstep,transformers,llama.cpp")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = args.impls.split(",")
-    runners = make_runners(names)
+    runners = runners_for(names)
     llama = LlamaLoop(LOOP, args.threads) if "llama.cpp" in names and llama_available() else None
     rates: dict[str, list[float]] = {n: [] for n in runners}
+    steps = {}
     bandwidth = [read_bandwidth()]
     started = time.time()
     with torch.inference_mode():
@@ -72,6 +112,8 @@ def main() -> None:
                 for _ in range(16):
                     token = int(r.step(token, cache).argmax())
                 rates[name].append(16 / (time.perf_counter() - t))
+                if isinstance(r, Ours):
+                    steps[name] = step_report(r, cache)
             print({n: round(v[-1], 2) for n, v in rates.items()}, file=sys.stderr, flush=True)
     window = time.time() - started
     bandwidth.append(read_bandwidth())
@@ -79,7 +121,7 @@ def main() -> None:
               "read_gb_s": max(b["read_gb_s"] for b in bandwidth), "bandwidth": bandwidth,
               "decode_tok_s": {n: round(statistics.median(v), 2) for n, v in rates.items()},
               "bytes_mb": {n: round(r.weights_bytes() / 1e6, 1) for n, r in runners.items()},
-              "kernels": {n: r.kernels() for n, r in runners.items() if isinstance(r, Ours)}}
+              "kernels": steps}
     llama_rates = llama.finish() if llama is not None else []
     if llama_rates:
         result["decode_tok_s"]["llama.cpp"] = round(statistics.median(llama_rates), 2)
@@ -93,11 +135,12 @@ def main() -> None:
             result[f"ratios_vs_{ref}"] = {n: round(v / base[ref], 2) for n, v in base.items() if n != ref}
     print(json.dumps(result))
     print(f"read bandwidth {result['read_gb_s']} GB/s; {args.threads} thread(s), {args.rounds} rounds, {window:.0f} s")
-    print(f"{'decode':<14} {'tok/s':>7} {'MB/token':>9} {'ceiling':>8} {'of ceil.':>8} {'× llama.cpp':>11} {'× transformers':>14}")
+    print(f"{'decode':<16} {'tok/s':>7} {'MB/token':>9} {'ceiling':>8} {'of ceil.':>8} {'× llama.cpp':>11} {'× transformers':>14}")
     for n, v in base.items():
-        print(f"{n:<14} {v:>7} {result['bytes_mb'].get(n, '?'):>9} {result['ceiling_tok_s'].get(n, '?'):>8} "
+        print(f"{n:<16} {v:>7} {result['bytes_mb'].get(n, '?'):>9} {result['ceiling_tok_s'].get(n, '?'):>8} "
               f"{result['of_ceiling'].get(n, '?'):>8} {result.get('ratios_vs_llama.cpp', {}).get(n, '-'):>11} "
-              f"{result.get('ratios_vs_transformers', {}).get(n, '-'):>14}")
+              f"{result.get('ratios_vs_transformers', {}).get(n, '-'):>14} "
+              f"{steps[n]['step'] + ' step, ' + steps[n]['cache'] + ' cache' if n in steps else ''}")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"decode_interleaved-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
 

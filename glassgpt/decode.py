@@ -116,6 +116,16 @@ def supports(model) -> bool:
     return isinstance(model, GPT) and all(b.cross_attn is None for b in model.blocks)
 
 
+def cache_dtype(model) -> torch.dtype:
+    """The dtype of the static cache generation makes: float16 where the C step serves the model (half the
+    bytes its attention reads; on SmolLM2 int4 the 24 greedy continuations of tests/decode_prompts.py stay
+    those of a float32 cache, README), else float32 (the glass box's own numbers). model.kv_dtype overrides."""
+    chosen = getattr(model, "kv_dtype", None)
+    if chosen is not None:
+        return chosen
+    return torch.float16 if supports(model) and not why_not(model) else torch.float32
+
+
 class DecodeStep:
     """token ids (B, 1) at position cache.length → logits (B, d_vocab) float32, the same as
     GPT.forward(tokens, cache)[:, -1] (tested), writing the token's keys and values into the cache."""

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .decode import DecodeStep, StaticKVCache, supports
+from .decode import DecodeStep, StaticKVCache, cache_dtype, supports
 from .errors import GlassError
 from .model import GPT, softmax_with_temperature
 
@@ -191,7 +191,7 @@ def new_cache(model: GPT, capacity: int, batch: int = 1):
     """The KV cache generation uses: a StaticKVCache of `capacity` tokens for the lean step, else the model's own."""
     if not supports(model):
         return model.new_cache()
-    return StaticKVCache(model.cfg, min(capacity, model.cfg.n_ctx), batch, dtype=getattr(model, "kv_dtype", torch.float32),
+    return StaticKVCache(model.cfg, min(capacity, model.cfg.n_ctx), batch, dtype=cache_dtype(model),
                          device=model.embed.W_E.device)
 
 

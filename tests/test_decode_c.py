@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from glassgpt import GPT, kernels, preset
-from glassgpt.decode import DecodeStep, StaticKVCache
+from glassgpt.decode import DecodeStep, StaticKVCache, cache_dtype
 from glassgpt.errors import GlassError
 from glassgpt.fast import pack_model
-from glassgpt.generate import SampleConfig, decode_step, generate_ids
+from glassgpt.generate import SampleConfig, decode_step, generate_ids, new_cache
 from glassgpt.kernels.step import CStep, why_not
 
 pytestmark = pytest.mark.skipif(not kernels.usable(), reason="no C kernel on this machine (GLASSGPT_KERNEL=torch, "
@@ -131,7 +131,16 @@ def test_the_c_step_writes_keys_rounded_to_float16_as_torch_rounds_them():
         assert torch.equal(half.V[0, :, :, 5], full.V[0, :, :, 5].half())
 
 
+def test_generation_makes_a_float16_cache_for_the_c_step_and_float32_elsewhere():
+    model = _toy("int4")
+    assert cache_dtype(model) == torch.float16 and new_cache(model, 8).K.dtype == torch.float16
+    assert cache_dtype(_toy("fp32")) == torch.float32
+    model.kv_dtype = torch.float32  # a model may ask for the exact cache
+    assert new_cache(model, 8).K.dtype == torch.float32
+
+
 def test_generation_through_the_c_step_equals_full_recomputation():
+    """Through the default float16 cache (the toy's greedy choices are not close calls)."""
     model = _toy("int4", sharp=True)
     prompt = [3, 1, 4, 1, 5]
     got = [int(t[0]) for t in generate_ids(model, [prompt], SampleConfig(max_new_tokens=30, temperature=0))]
