@@ -113,6 +113,26 @@ def test_each_kernel_version_equals_the_torch_reference(isa, bits, terms):
     assert torch.equal(w(x.view(3, 5, 192)), kernels.call(x, w.codes, w.dm, 96, bits, terms).view(3, 5, 96))
 
 
+@pytest.mark.parametrize("isa", list(kernels.ISAS))
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("terms", [1, 2])
+def test_a_prompts_rows_together_give_each_rows_own_product_bitwise(isa, bits, terms):
+    """blockdot.c multiplies a prompt's rows a few at a time (tile_rows_*) and the rest one by one: any n
+    gives, row for row, exactly what that row alone gives."""
+    if isa not in kernels.usable():
+        pytest.skip(f"this CPU cannot run {isa}")
+    w = BlockWeight.quantize(_matrix(d_in=192, d_out=96), bits, terms=terms)
+    x = torch.randn(2 * 8 + 3, 192)  # up to twice the largest row block (8) and some left over
+    x[:, 7] = 9.0
+    alone = torch.cat([kernels.call(x[i:i + 1].contiguous(), w.codes, w.dm, 96, bits, terms, isa=isa) for i in range(len(x))])
+    for n in (1, 2, 3, 4, 5, 7, 8, 9, 11, 19):
+        y = kernels.call(x[:n].contiguous(), w.codes, w.dm, 96, bits, terms, isa=isa)
+        assert torch.equal(y, alone[:n]), n
+    assert (alone - w.reference(x)).abs().max() <= 1e-5 * w.reference(x).abs().max()
+    # (control: the comparison sees which row is which)
+    assert not torch.equal(alone[:4], kernels.call(x[1:5].contiguous(), w.codes, w.dm, 96, bits, terms, isa=isa))
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_two_activation_passes_stay_within_their_bound_and_one_pass_does_not(bits):
     """Each int8 pass leaves at most half a step (max|r|/127) of each block of 32 activations:

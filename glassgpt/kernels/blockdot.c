@@ -21,6 +21,10 @@
                   codes go through their signed q = c - 128 (|q| times x with q's sign, so no pair
                   overflows 16 bits) and get 128·Σxq back as an integer
 
+   A prompt's rows go through each tile a few at a time (tile_rows_*: ROWS512 or ROWS2 rows, the rest one
+   by one): a block's codes are unpacked once for those rows, and each row's sums are the one-row
+   kernel's in the same order, so y does not depend on how many rows came together.
+
    Layout (quant.py packs it): outputs in tiles of 16.
      codes  (d_out/16, d_in/32, 512 bytes) for 8-bit: [quad k/4][row 16][4 codes k..k+3]
             (d_out/16, d_in/32, 256 bytes) for 4-bit: [octet k/8][row 16][4 bytes], byte i holding
@@ -130,6 +134,56 @@ AVX512 static void tile_avx512(const uint8_t *c, const uint16_t *dm, const int8_
     _mm512_storeu_ps(y, acc);
 }
 
+/* A prompt's ROWS512 rows at once: each block's codes are loaded and split into nibbles once, its d and m
+   converted once, and multiplied with every row. Row r's sums are tile_avx512's, step for step (the
+   integer dot is exact in any order; the floats meet in the same order), so y is bitwise the same. */
+#define ROWS512 4  /* SmolLM2's layer products for 256 rows on an AMD EPYC core: 2, 4, 8 rows 1.2x, 1.4x, 1.2x faster */
+
+/* The block's codes for 16 rows as 8 groups of 4 codes per lane: group k multiplies xq[4k..4k+3]. */
+AVX512 static inline void unpack16(const uint8_t *codes, int bits, __m512i w[8]) {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 8; k++) {
+        if (bits == 8) {
+            w[k] = _mm512_loadu_si512(codes + k * 64);  /* quad k: codes 4k..4k+3 */
+        } else {
+            __m512i p = _mm512_loadu_si512(codes + (k / 2) * 64);  /* octet k/2: codes 4k.. in the low or high nibble */
+            w[k] = _mm512_and_si512(k % 2 ? _mm512_srli_epi16(p, 4) : p, low);
+        }
+    }
+}
+
+/* tile_avx512 for rows r = 0..ROWS512-1 of xq, dx, s and y, one row's length apart (xq: terms·G·32 bytes,
+   dx: terms·G, s: G; y: y_stride floats). The rows' integer dots interleave: ROWS512 independent chains. */
+AVX512 static void tile_rows_avx512(const uint8_t *c, const uint16_t *dm, const int8_t *xq, const float *dx,
+                                    const float *s, int G, int bits, int terms, float *y, size_t y_stride) {
+    size_t xq_stride = (size_t)terms * G * BLOCK, dx_stride = (size_t)terms * G;
+    __m512 acc[ROWS512];
+    for (int r = 0; r < ROWS512; r++) acc[r] = _mm512_setzero_ps();
+    for (int g = 0; g < G; g++, c += bits * 64, dm += 32) {
+        __m512i w[8];
+        unpack16(c, bits, w);
+        __m512 dot[ROWS512];  /* Σ_t dx_t · (integer dot of pass t), per row */
+        for (int r = 0; r < ROWS512; r++) dot[r] = _mm512_setzero_ps();
+        for (int t = 0; t < terms; t++) {
+            const int8_t *q = xq + ((size_t)t * G + g) * BLOCK;
+            __m512i ip[ROWS512];
+            for (int r = 0; r < ROWS512; r++) ip[r] = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k++)
+                for (int r = 0; r < ROWS512; r++)
+                    ip[r] = _mm512_dpbusd_epi32(ip[r], w[k], _mm512_set1_epi32(*(const int32_t *)(q + r * xq_stride + k * 4)));
+            for (int r = 0; r < ROWS512; r++)
+                dot[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ip[r]), _mm512_set1_ps(dx[r * dx_stride + t * G + g]), dot[r]);
+        }
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dm));
+        __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dm + 16)));
+        for (int r = 0; r < ROWS512; r++) {
+            acc[r] = _mm512_fmadd_ps(dot[r], d, acc[r]);
+            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(s[(size_t)r * G + g]), acc[r]);
+        }
+    }
+    for (int r = 0; r < ROWS512; r++) _mm512_storeu_ps(y + r * y_stride, acc[r]);
+}
+
 /* ----------------------------------------------------------------------------- AVX2 */
 
 /* The same for 8 rows (half h of the tile): lane j = Σ_i c_ji·xq_i. */
@@ -181,6 +235,59 @@ AVX2 static void tile_avx2(const uint8_t *c, const uint16_t *dm, const int8_t *x
     }
 }
 
+/* A prompt's ROWS2 rows at once, as tile_rows_avx512: half h's codes unpacked once per block (4-bit: the
+   nibbles; 8-bit: |q| and q, whose sign goes onto x) for every row, in tile_avx2's order (bitwise equal). */
+#define ROWS2 4
+
+AVX2 static void tile_rows_avx2(const uint8_t *c, const uint16_t *dm, const int8_t *xq, const float *dx,
+                                const int32_t *qsum, const float *s, int G, int bits, int terms, float *y,
+                                size_t y_stride) {
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8((char)0x80);
+    size_t xq_stride = (size_t)terms * G * BLOCK, dx_stride = (size_t)terms * G;
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ch = c + h * 32;
+        const uint16_t *sh = dm + h * 8;
+        __m256 acc[ROWS2];
+        for (int r = 0; r < ROWS2; r++) acc[r] = _mm256_setzero_ps();
+        for (int g = 0; g < G; g++, ch += bits * 64, sh += 32) {
+            __m256i w[8], q[8];  /* 4-bit: w[k] codes 4k..4k+3 (k even: low nibbles); 8-bit: w = |q|, q = c - 128 */
+            for (int k = 0; k < 8; k++) {
+                if (bits == 8) {
+                    q[k] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(ch + k * 64)), flip);
+                    w[k] = _mm256_abs_epi8(q[k]);
+                } else {
+                    __m256i p = _mm256_loadu_si256((const __m256i *)(ch + (k / 2) * 64));
+                    w[k] = _mm256_and_si256(k % 2 ? _mm256_srli_epi16(p, 4) : p, low);
+                    q[k] = _mm256_setzero_si256();  /* (unused: 4-bit codes are never negative) */
+                }
+            }
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sh));
+            __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sh + 16)));
+            for (int r = 0; r < ROWS2; r++) {
+                __m256 dot = _mm256_setzero_ps();
+                for (int t = 0; t < terms; t++) {
+                    const int8_t *x = xq + r * xq_stride + ((size_t)t * G + g) * BLOCK;
+                    __m256i ip = _mm256_setzero_si256();
+                    for (int k = 0; k < 8; k += 2) {  /* dot8_4bit's / dot8_8bit's pairs */
+                        __m256i x0 = _mm256_set1_epi32(*(const int32_t *)(x + k * 4));
+                        __m256i x1 = _mm256_set1_epi32(*(const int32_t *)(x + k * 4 + 4));
+                        __m256i pairs = bits == 4
+                            ? _mm256_add_epi16(_mm256_maddubs_epi16(w[k], x0), _mm256_maddubs_epi16(w[k + 1], x1))
+                            : _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_sign_epi8(x0, q[k])), ones),
+                                               _mm256_madd_epi16(_mm256_maddubs_epi16(w[k + 1], _mm256_sign_epi8(x1, q[k + 1])), ones));
+                        ip = _mm256_add_epi32(ip, bits == 4 ? _mm256_madd_epi16(pairs, ones) : pairs);
+                    }
+                    if (bits == 8) ip = _mm256_add_epi32(ip, _mm256_set1_epi32(128 * qsum[r * dx_stride + t * G + g]));
+                    dot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ip), _mm256_set1_ps(dx[r * dx_stride + t * G + g]), dot);
+                }
+                acc[r] = _mm256_fmadd_ps(dot, d, acc[r]);
+                acc[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(s[(size_t)r * G + g]), acc[r]);
+            }
+        }
+        for (int r = 0; r < ROWS2; r++) _mm256_storeu_ps(y + r * y_stride + h * 8, acc[r]);
+    }
+}
+
 /* ----------------------------------------------------------------------------- the entry point */
 
 /* x (n, d_in) float32 → y (n, d_out) float32. isa: 0 avx512_vnni, 1 avx2 (the caller checked the CPU).
@@ -207,7 +314,17 @@ int blockdot(const uint8_t *codes, const uint16_t *dm, const float *x, float *y,
     for (int tile = 0; tile < d_out / 16; tile++) {
         const uint8_t *c = codes + (size_t)tile * G * bits * 64;
         const uint16_t *t_dm = dm + (size_t)tile * G * 32;
-        for (int r = 0; r < n; r++) {
+        int r = 0, rows = isa == 0 ? ROWS512 : ROWS2;
+        for (; r + rows <= n; r += rows) {  /* a prompt: several rows per unpacking of the tile */
+            float *y_r = y + (size_t)r * d_out + tile * 16;
+            if (isa == 0)
+                tile_rows_avx512(c, t_dm, xq + (size_t)r * terms * d_in, dx + r * per_row, s + (size_t)r * G, G,
+                                 bits, terms, y_r, d_out);
+            else
+                tile_rows_avx2(c, t_dm, xq + (size_t)r * terms * d_in, dx + r * per_row, qsum + r * per_row,
+                               s + (size_t)r * G, G, bits, terms, y_r, d_out);
+        }
+        for (; r < n; r++) {  /* one token, or what is left */
             const int8_t *xq_r = xq + (size_t)r * terms * d_in;
             float *y_r = y + (size_t)r * d_out + tile * 16;
             if (isa == 0)
