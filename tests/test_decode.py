@@ -117,3 +117,22 @@ def test_an_unpadded_batch_through_the_lean_step_generates_what_each_prompt_gene
     for row, p in enumerate(prompts):
         assert batch[row].tolist() == [int(t[0]) for t in generate_ids(model, [p], cfg)]
     assert batch[0].tolist() != batch[1].tolist()  # two different continuations: rows were not mixed up
+
+
+def test_without_the_c_library_a_block_model_decodes_through_the_torch_step(monkeypatch):
+    from glassgpt import kernels
+
+    monkeypatch.setenv("GLASSGPT_KERNEL", "torch")
+    monkeypatch.setattr(kernels, "_why", "not tried yet")  # choose again (monkeypatch puts the old choice back)
+    monkeypatch.setattr(kernels, "_lib", None)
+    torch.manual_seed(0)
+    cfg = preset("smollm2-135m", d_vocab=128, n_ctx=40, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=192)
+    model = pack_model(GPT(cfg).eval(), "int4")  # every matrix in blocks: the C step's kind of model
+    step = DecodeStep(model)
+    assert step.c is None and "not built" in step.why_not_c
+    with torch.inference_mode():
+        cache = StaticKVCache(model.cfg, 8)
+        model(torch.tensor([[1, 2, 3]]), cache=cache)
+        got = step(torch.tensor([[4]]), cache)
+        want = model(torch.tensor([[1, 2, 3, 4]]))[:, -1]
+    assert step.ran == "torch" and (got - want).abs().max() < 1e-4
