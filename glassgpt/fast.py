@@ -18,7 +18,9 @@ per block of 32. The other modes keep the unembedding float32, stored (d_model, 
 row-major, the layout whose matrix-vector product runs fastest here. Whatever the mode, logits
 are accumulated and returned in float32: a half-precision unembedding rounds logits 0.004 apart
 onto one value and greedy decoding then picks the wrong one of the two. The embedding lookup
-always reads a float32 W_E (one row per token: no bandwidth).
+reads one row per token (no bandwidth): from a float32 W_E, or, in the block modes of a tied model
+whose 8-bit blocks hold W_E exactly (a GGUF's own Q8_0 token_embd), from those blocks
+(glassgpt.quant.BlockRows), so no float32 copy of W_E is kept.
 
 `pack_model(model, mode)` converts a loaded float32 model in place. `read_gguf_packed(path, mode)`
 builds the packed model straight from a GGUF file, one tensor at a time (no transient float32
@@ -41,13 +43,14 @@ from .convert.parts import ModelParts
 from .errors import CheckpointError, GlassError
 from .fetch import cache_dir, sha256_file
 from .model import GPT
-from .progress import status
-from .quant import BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes, q8_0_codes
+from .progress import say, status
+from .quant import (BlockRows, BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes,
+                    q8_0_codes)
 from .tokenizer import BPETokenizer
 
 MODES = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")
 DEFAULT_MODE = "int4"  # chat and generate: the GGUF's own blocks, 24/24 answers like fp32, fewest bytes (README, Speed)
-CACHE_VERSION = 3  # bump when the stored layout changes
+CACHE_VERSION = 4  # bump when the stored layout changes (4: W_E as rows of the unembedding's blocks)
 
 
 BLOCK_MODES = {"int8": (8, 2), "int4": (4, 2), "q4a8": (4, 1)}  # mode: (bits of the layers' codes, activation passes)
@@ -90,10 +93,22 @@ def pack_model(model: nn.Module, mode: str) -> nn.Module:
                 _swap(module, name, pack(W.detach()))
     if mode in BLOCK_MODES and _blockable(model.W_U.shape):
         _swap(model.unembed, "W_U", BlockWeight.quantize(model.W_U.detach(), 8, terms=BLOCK_MODES[mode][1]))
+        rows_from_blocks(model)
     else:
         row_major_unembedding(model)
     model.weights_mode = mode
     return model
+
+
+def rows_from_blocks(model: nn.Module) -> None:
+    """A tied model whose 8-bit unembedding holds W_E exactly (a Q8_0 file's own blocks, re-rounded to the same
+    codes) reads its embedding rows from those blocks and drops the float32 W_E; otherwise W_E stays."""
+    embed, W_U = getattr(model, "embed", None), model.unembed.W_U
+    if embed is None or not model.cfg.tie_embeddings or not isinstance(W_U, BlockWeight) or W_U.bits != 8:
+        return
+    rows = BlockRows(W_U)
+    if isinstance(embed.W_E, torch.Tensor) and torch.equal(rows.dequantize(), embed.W_E.detach()):
+        _swap(embed, "W_E", rows)
 
 
 def row_major_unembedding(model: nn.Module) -> None:
@@ -108,7 +123,7 @@ def row_major_unembedding(model: nn.Module) -> None:
     embed.W_E = nn.Parameter(W_E.detach().float().T.contiguous().T, requires_grad=W_E.requires_grad)
 
 
-def _swap(module: nn.Module, name: str, packed: PackedWeight) -> None:
+def _swap(module: nn.Module, name: str, packed: nn.Module) -> None:
     """Replace the parameter `name` by a packed weight module of the same name."""
     if name in module._parameters:
         del module._parameters[name]
@@ -127,10 +142,11 @@ def weights_bytes(model: nn.Module) -> int:
 
 
 def decode_bytes(model: nn.Module) -> int:
-    """Bytes one decode step reads: every weight, less W_E when a packed unembedding replaces it in the
-    logits (then W_E only gives one row per token). Bandwidth ÷ this is the mode's speed ceiling."""
+    """Bytes one decode step reads: every weight, less a float32 W_E when a packed unembedding replaces it in
+    the logits (then W_E only gives one row per token). Bandwidth ÷ this is the mode's speed ceiling."""
     total = weights_bytes(model)
-    if isinstance(model.unembed.W_U, PackedWeight) and model.cfg.tie_embeddings:
+    if isinstance(model.unembed.W_U, PackedWeight) and model.cfg.tie_embeddings and \
+            isinstance(model.embed.W_E, torch.Tensor):
         total -= model.embed.W_E.numel() * model.embed.W_E.element_size()
     return total
 
@@ -159,7 +175,9 @@ def read_gguf_packed(path: str | Path, mode: str, cache: bool = True) -> ModelPa
     _packer(mode) if mode != "fp32" else None  # an unknown mode fails before any work
     stored = cache_path(path, mode) if cache else None
     if stored is not None and stored.is_file():
-        return _load_cache(stored, path, mode)
+        parts = _load_cache(stored, path, mode)
+        if parts is not None:
+            return parts
     reader = G.read_gguf(path)
     try:
         meta = G.metadata(reader)
@@ -234,16 +252,26 @@ def _fill_from_gguf(model: nn.Module, raw: dict, cfg, mode: str, path: Path) -> 
                 W = _matrix(t, how, heads, shape, path, G)
                 _swap(module, leaf, pack(W))
         else:
-            W = _matrix(t, how, heads, shape, path, G)
             unembedding = ours == "unembed.W_U" or (ours == "embed.W_E" and cfg.tie_embeddings)
-            W_U = W.T if ours == "embed.W_E" else W  # (d_model, d_vocab)
-            if unembedding and mode in BLOCK_MODES and _blockable(W_U.shape):  # the logits from 8-bit blocks
-                own = _own_blocks(t, mode, tuple(W_U.T.shape), how, heads, path, unembedding=True)
+            d_vocab_d_model = shape if ours == "embed.W_E" else shape[::-1]  # W_Uᵀ's shape, GGUF's rows
+            blocked = unembedding and mode in BLOCK_MODES and _blockable(d_vocab_d_model[::-1])
+            if blocked:  # the logits from 8-bit blocks
+                own = _own_blocks(t, mode, d_vocab_d_model, how, heads, path, unembedding=True)
+                if own is not None and ours == "embed.W_E":  # tied, the file's own Q8_0: W_E's rows come from it
+                    _swap(model.unembed, "W_U", own)
+                    _swap(module, leaf, BlockRows(own))
+                    placed.add(ours)
+                    continue
+                W = _matrix(t, how, heads, shape, path, G)
+                W_U = W.T if ours == "embed.W_E" else W  # (d_model, d_vocab)
                 _swap(model.unembed, "W_U", own or BlockWeight.quantize(W_U, 8, terms=BLOCK_MODES[mode][1]))
                 if ours == "unembed.W_U":
                     placed.add(ours)
                     continue
-            elif ours == "embed.W_E" and cfg.tie_embeddings:
+                del W_U
+            else:
+                W = _matrix(t, how, heads, shape, path, G)
+            if ours == "embed.W_E" and cfg.tie_embeddings and not blocked:
                 W = W.T.contiguous().T  # stored (d_model, d_vocab) row-major: see row_major_unembedding
             setattr(module, leaf, nn.Parameter(W, requires_grad=False))
         placed.add(ours)
@@ -304,8 +332,10 @@ def _save_cache(loaded, stored: Path) -> None:
             t = t.T  # (d_model, d_vocab): the logits' fast layout, so a load needs no copy
         tensors[name] = t.detach().contiguous()
     kinds = {name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, PackedWeight)}
-    header = {"config": model.cfg.to_dict(), "kinds": kinds, "chat_template": loaded.chat_template,
-              "W_E_transposed": tensors["embed.W_E"].shape != model.embed.W_E.shape,
+    rows = isinstance(model.embed.W_E, BlockRows)
+    header = {"version": CACHE_VERSION, "config": model.cfg.to_dict(), "kinds": kinds,
+              "chat_template": loaded.chat_template, "W_E_rows_of_W_U": rows,
+              "W_E_transposed": not rows and tensors["embed.W_E"].shape != model.embed.W_E.shape,
               "bos_token": loaded.bos_token, "eos_token": loaded.eos_token, "stop_ids": list(loaded.stop_ids),
               "info": loaded.metadata}
     metadata = {"glassgpt": json.dumps(header), "tokenizer": loaded.tokenizer.tok.to_str()}
@@ -314,12 +344,17 @@ def _save_cache(loaded, stored: Path) -> None:
         tmp = stored.with_suffix(f".{os.getpid()}.tmp")
         save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, stored)
+        sha, mode = stored.name.split("-")[:2]
+        for old in stored.parent.glob(f"{sha}-{mode}-v*.safetensors"):  # other layouts of this file and mode
+            if old.name.split("-")[2] != f"v{CACHE_VERSION}":
+                old.unlink(missing_ok=True)
     except OSError:
         pass  # a read-only cache folder: no cache, the next load converts again
 
 
 def _load_cache(stored: Path, path: Path, mode: str):
-    """The converted model, its tensors memory-mapped from the cache file."""
+    """The converted model, its tensors memory-mapped from the cache file; None when the file is unreadable
+    or of another layout (then the GGUF is converted again and the file replaced)."""
     import json
 
     from safetensors import safe_open
@@ -330,8 +365,11 @@ def _load_cache(stored: Path, path: Path, mode: str):
             header = json.loads(f.metadata()["glassgpt"])
             tok = HFTokenizer.from_str(f.metadata()["tokenizer"])
             tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if header.get("version") != CACHE_VERSION:
+            raise ValueError(f"cache layout {header.get('version')}, expected {CACHE_VERSION}")
     except Exception as e:
-        raise CheckpointError(f"{stored}: unreadable converted-weights cache ({str(e)[:200]}); delete it") from None
+        say(f"{stored.name}: unreadable converted-weights cache ({str(e)[:200]}); converting again")
+        return None
     cfg = ModelConfig.from_dict(header["config"])
     model = bare_model(cfg)
     classes = {c.__name__: c for c in (BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight)}
@@ -346,6 +384,8 @@ def _load_cache(stored: Path, path: Path, mode: str):
             packed.register_buffer(buf, t)
         packed.restore()
         _swap(model.get_submodule(module_name), leaf, packed)
+    if header["W_E_rows_of_W_U"]:
+        _swap(model.embed, "W_E", BlockRows(model.unembed.W_U))
     for name, t in tensors.items():
         module_name, _, leaf = name.rpartition(".")
         if name == "embed.W_E" and header["W_E_transposed"]:  # (a block mode keeps W_E (d_vocab, d_model) row-major:

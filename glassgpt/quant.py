@@ -270,6 +270,62 @@ class BlockWeight(PackedWeight):
         return x_hat.view(x.shape) @ dc.T + s @ m.T
 
 
+class BlockRows(nn.Module):
+    """A tied W_E (d_vocab, d_model) read from the unembedding's blocks: row i of W_E is output i of
+    W_U = W_Eᵀ. `W_E[tokens]` dequantises only the rows asked for (w = d·c + m per block of 32; for GGUF's
+    Q8_0 that is d·q, exact in float32), so a block mode holds no float32 copy of W_E. It owns no tensor
+    (the blocks are unembed.W_U's: counted, stored and cached there), so it is not a PackedWeight."""
+
+    dtype = torch.float32
+
+    def __init__(self, W_U: BlockWeight):
+        super().__init__()
+        object.__setattr__(self, "source", W_U)  # a reference, not a submodule: no second copy in the state dict
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.source.d_out, self.source.d_in))  # (d_vocab, d_model)
+
+    @property
+    def device(self) -> torch.device:
+        return self.source.codes.device
+
+    def __getitem__(self, index) -> torch.Tensor:
+        """W_E[index] as a float32 tensor, for an int, a slice or a tensor of token ids (..., d_model)."""
+        V = self.source.d_out
+        if isinstance(index, slice):
+            ids = torch.arange(V)[index]
+        else:
+            ids = torch.as_tensor(index, device=self.device)
+        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise IndexError(f"W_E rows are read by integer token ids, got {ids.dtype}")
+        flat = ids.reshape(-1).long()
+        if flat.numel() and (int(flat.min()) < -V or int(flat.max()) >= V):
+            raise IndexError(f"token id out of range for a vocabulary of {V}")
+        return self.rows(torch.where(flat < 0, flat + V, flat)).view(*ids.shape, self.source.d_in)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (N,) in 0..d_vocab-1 → their rows (N, d_model), the same arithmetic as BlockWeight.dequantize."""
+        W = self.source
+        R, r = ids // 16, ids % 16  # the tile of 16 outputs and the row within it (blockdot.c's layout)
+        G = W.d_in // GROUP
+        if W.bits == 8:
+            c = W.codes.view(-1, G, 8, 16, 4)[R, :, :, r, :]  # (N, G, quad, 4)
+        else:
+            p = W.codes.view(-1, G, 4, 16, 4)[R, :, :, r, :]  # (N, G, octet, 4)
+            c = torch.stack([p & 0x0F, p >> 4], dim=-2)  # (N, G, octet, half, 4)
+        dm = W.dm[R, :, :, r].float()  # (N, G, 2)
+        d, m = dm[..., 0], dm[..., 1]
+        x = c.reshape(len(ids), G, GROUP).float() * d[..., None] + m[..., None]  # (N, G, 32)
+        return x.reshape(len(ids), W.d_in)
+
+    def dequantize(self) -> torch.Tensor:  # (d_vocab, d_model) float32: every row, for tests and inspection
+        return self.rows(torch.arange(self.source.d_out, device=self.device))
+
+    def extra_repr(self) -> str:
+        return f"rows of the unembedding's {self.source.bits}-bit blocks, {tuple(self.shape)}"
+
+
 def quantized_activations(blocks: torch.Tensor, terms: int) -> torch.Tensor:
     """blocks (..., 32) → Σ_t dx_t·xq_t: each pass rounds what the previous ones left to int8 steps of
     max|r|/127 (blockdot.c's quantize_row)."""

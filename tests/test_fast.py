@@ -5,11 +5,11 @@ import torch
 
 from glassgpt import GPT, preset
 from glassgpt.errors import GlassError
-from glassgpt.fast import MODES, bare_model, decode_bytes, pack_model, weights_bytes
+from glassgpt.fast import MODES, _swap, bare_model, decode_bytes, pack_model, weights_bytes
 from glassgpt.load import load_packed_gguf
 from glassgpt.generate import SampleConfig, generate_ids
 from glassgpt.load import load_model
-from glassgpt.quant import BlockWeight, HalfWeight
+from glassgpt.quant import BlockRows, BlockWeight, HalfWeight
 
 from gguf_synth import tiny_model, write_gguf
 
@@ -147,3 +147,85 @@ def test_every_mode_comes_back_from_the_cache_unchanged(q4_gguf, tmp_path, monke
     first, second = load_packed_gguf(path, mode), load_packed_gguf(path, mode)
     tokens = torch.randint(3, 200, (1, 40))
     assert torch.equal(first.model(tokens), second.model(tokens))
+
+
+# ----------------------------------------------------------------------------- W_E from the unembedding's blocks
+
+
+@pytest.fixture
+def q8_gguf(tmp_path):
+    """As q4_gguf, with a vocabulary of 272 rows (a multiple of 16: the unembedding goes to 8-bit blocks)."""
+    model = tiny_model(seed=2, d_vocab=272)
+    return write_gguf(tmp_path / "tiny.gguf", model, {"blk": "Q4_1", "token_embd": "Q8_0"}), model
+
+
+@pytest.mark.parametrize("mode", ["int4", "int8", "q4a8"])
+def test_the_block_modes_read_w_e_rows_from_the_q8_0_blocks_exactly(q8_gguf, tmp_path, monkeypatch, mode):
+    path, _ = q8_gguf
+    monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
+    fp32 = load_packed_gguf(path, "fp32", cache=False).model
+    packed = load_packed_gguf(path, mode).model
+    W_E = packed.embed.W_E
+    assert isinstance(W_E, BlockRows) and W_E.source is packed.unembed.W_U and W_E.shape == fp32.embed.W_E.shape
+    assert torch.equal(W_E.dequantize(), fp32.embed.W_E)  # Q8_0's d·q is exact in float32: the same rows
+    tokens = torch.tensor([[0, 5, 17], [fp32.cfg.d_vocab - 1, 5, 63]])
+    assert torch.equal(W_E[tokens], fp32.embed.W_E[tokens]) and torch.equal(W_E[7], fp32.embed.W_E[7])
+    assert torch.equal(W_E[-1], fp32.embed.W_E[-1]) and torch.equal(W_E[3:9], fp32.embed.W_E[3:9])
+    with pytest.raises(IndexError):
+        W_E[torch.tensor([fp32.cfg.d_vocab])]
+    assert not any("W_E" in name for name in packed.state_dict())  # no float32 copy held, none cached
+    assert decode_bytes(packed) == weights_bytes(packed)  # the logits read the blocks, the lookup one row
+
+
+def test_int4_generates_as_it_did_with_a_float32_w_e(q8_gguf, tmp_path, monkeypatch):
+    path, _ = q8_gguf
+    monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
+    model = load_packed_gguf(path, "int4").model
+    before = load_packed_gguf(path, "int4", cache=False).model
+    _swap(before.embed, "W_E", torch.nn.Parameter(before.embed.W_E.dequantize(), requires_grad=False))  # the old way
+    assert weights_bytes(before) - weights_bytes(model) == 4 * model.embed.W_E.dequantize().numel()
+    prompt = [[3, 50, 60, 70, 4, 9]]
+    cfg = SampleConfig(max_new_tokens=16, temperature=0)
+    assert torch.equal(model(torch.tensor(prompt)), before(torch.tensor(prompt)))
+    assert [int(t[0]) for t in generate_ids(model, prompt, cfg)] == [int(t[0]) for t in generate_ids(before, prompt, cfg)]
+
+
+def test_a_cache_of_an_older_layout_or_unreadable_is_converted_again(q8_gguf, tmp_path, monkeypatch):
+    import shutil
+
+    import glassgpt.convert.gguf as G
+    import glassgpt.fast as fast
+
+    path, _ = q8_gguf
+    folder = tmp_path / "cache" / "converted"
+    monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fast, "CACHE_VERSION", 3)
+    load_packed_gguf(path, "int4")
+    (old,) = folder.glob("*-int4-v3-*.safetensors")
+    monkeypatch.setattr(fast, "CACHE_VERSION", 4)
+    current = fast.cache_path(path, "int4")
+    shutil.copy(old, current)  # an old file under the new name: its header says layout 3
+    tokens = torch.tensor([[3, 50, 60, 70, 4, 9]])
+    rebuilt = load_packed_gguf(path, "int4")
+    assert isinstance(rebuilt.model.embed.W_E, BlockRows)
+    assert sorted(folder.glob("*.safetensors")) == [current]  # converted again; the old layout's file removed
+    current.write_bytes(b"not a safetensors file")
+    again = load_packed_gguf(path, "int4")
+    assert torch.equal(again.model(tokens), rebuilt.model(tokens))
+    monkeypatch.setattr(G, "read_gguf", lambda p: pytest.fail("a valid cache must not read the GGUF"))
+    cached = load_packed_gguf(path, "int4")  # the file written by the conversion is valid
+    assert torch.equal(cached.model(tokens), rebuilt.model(tokens))
+
+
+@pytest.mark.slow
+def test_smollm2_w_e_rows_from_its_q8_0_blocks_equal_the_dequantised_token_embd():
+    import glassgpt.convert.gguf as G
+    from glassgpt.fast import _own_blocks
+
+    path = G.default_gguf_path()
+    t = next(t for t in G.read_gguf(path).tensors if t.name == "token_embd.weight")
+    exact = G.dequantize(t, path)  # (d_vocab, d_model) float32, by the gguf package
+    rows = BlockRows(_own_blocks(t, "int4", tuple(exact.shape), "", {}, path, unembedding=True))
+    assert t.tensor_type.name == "Q8_0" and torch.equal(rows.dequantize(), exact)
+    ids = torch.tensor([[0, 1, 2, 9906, 49151]])
+    assert torch.equal(rows[ids], exact[ids])
