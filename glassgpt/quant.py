@@ -299,10 +299,25 @@ class BlockRows(nn.Module):
             ids = torch.as_tensor(index, device=self.device)
         if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise IndexError(f"W_E rows are read by integer token ids, got {ids.dtype}")
+        if ids.numel() == 1:  # a decode step's one token: views of its tile, no gathers
+            i = int(ids)
+            if not -V <= i < V:
+                raise IndexError(f"token id {i} out of range for a vocabulary of {V}")
+            return self.row(i % V).view(*ids.shape, self.source.d_in)
         flat = ids.reshape(-1).long()
         if flat.numel() and (int(flat.min()) < -V or int(flat.max()) >= V):
             raise IndexError(f"token id out of range for a vocabulary of {V}")
         return self.rows(torch.where(flat < 0, flat + V, flat)).view(*ids.shape, self.source.d_in)
+
+    def row(self, i: int) -> torch.Tensor:
+        """Row i (d_model,): rows() for one id, by plain indexing (a decode step does this once a token)."""
+        W = self.source
+        G, tile, r = W.d_in // GROUP, W.codes[i // 16], i % 16
+        if W.bits != 8:
+            return self.rows(torch.tensor([i], device=self.device))[0]
+        c = tile.view(G, 8, 16, 4)[:, :, r].reshape(G, GROUP)  # (G, 32)
+        dm = W.dm[i // 16][:, :, r].float()  # (G, 2)
+        return (c.float() * dm[:, :1] + dm[:, 1:]).view(W.d_in)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (N,) in 0..d_vocab-1 → their rows (N, d_model), the same arithmetic as BlockWeight.dequantize."""
