@@ -190,6 +190,24 @@ def test_int4_generates_as_it_did_with_a_float32_w_e(q8_gguf, tmp_path, monkeypa
     assert [int(t[0]) for t in generate_ids(model, prompt, cfg)] == [int(t[0]) for t in generate_ids(before, prompt, cfg)]
 
 
+@torch.inference_mode()
+def test_the_decode_step_reads_the_rows_from_the_blocks_as_it_read_the_float32_w_e(q8_gguf, tmp_path, monkeypatch):
+    """DecodeStep (the C step where the kernels build, else torch's) on W_E's blocks: the same logits, bit for bit."""
+    from glassgpt.decode import DecodeStep, StaticKVCache
+
+    path, _ = q8_gguf
+    monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
+    model = load_packed_gguf(path, "int4").model
+    before = load_packed_gguf(path, "int4", cache=False).model
+    _swap(before.embed, "W_E", torch.nn.Parameter(before.embed.W_E.dequantize(), requires_grad=False))
+    steps = [DecodeStep(m) for m in (model, before)]
+    assert steps[0].why_not_c == steps[1].why_not_c  # rows from blocks do not keep a model off the C step
+    caches = [StaticKVCache(m.cfg, 16) for m in (model, before)]
+    for token in [3, 50, 271, 0, 9, 60]:
+        a, b = (step(torch.tensor([[token]]), cache) for step, cache in zip(steps, caches))
+        assert torch.equal(a, b) and a.std() > 0
+
+
 def test_a_cache_of_an_older_layout_or_unreadable_is_converted_again(q8_gguf, tmp_path, monkeypatch):
     import shutil
 

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import GlassError
 from ..model import GPT
-from ..quant import BlockWeight
+from ..quant import BlockRows, BlockWeight
 from . import ISAS, kernel, library
 
 MATRICES = ("W_Q", "W_K", "W_V", "W_O", "W_gate", "W_up", "W_down")
@@ -70,7 +70,7 @@ def why_not(model) -> str:
     if len({n.eps for n in norms}) != 1 or any(n.w.dtype != torch.float32 for n in norms):
         return "the norms differ in eps or dtype"
     W_E = model.embed.W_E
-    if W_E.dtype != torch.float32 or W_E.dim() != 2 or rope.cos.dtype != torch.float32:
+    if W_E.dtype != torch.float32 or len(W_E.shape) != 2 or rope.cos.dtype != torch.float32:
         return "W_E or RoPE's table is not float32"
     return ""
 
@@ -100,11 +100,15 @@ class CStep:
             layer.w_ln1, layer.w_ln2 = self._ptr(b.ln1.w), self._ptr(b.ln2.w)
             for name in MATRICES:
                 setattr(layer, name, self._matrix(getattr(b.attn if name in MATRICES[:4] else b.mlp, name)))
-        rope, W_E = model.blocks[0].attn.rope, model.embed.W_E.detach()
-        self.keep.append(W_E)
+        rope, W_E = model.blocks[0].attn.rope, model.embed.W_E
+        self.rows = W_E if isinstance(W_E, BlockRows) else None  # W_E in the unembedding's blocks (fast.py) ...
+        E = torch.empty(1, cfg.d_model) if self.rows is not None else W_E.detach()  # ... its row goes to E a step
+        self.keep.append(E)
+        self.E = E
         self.model = Model(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp,
-                           cfg.d_vocab, rope.cos.shape[0], model.unembed.norm.eps, W_E.data_ptr(), W_E.stride(0),
-                           W_E.stride(1), self._ptr(rope.cos), self._ptr(rope.sin), layers,
+                           cfg.d_vocab, rope.cos.shape[0], model.unembed.norm.eps, E.data_ptr(),
+                           0 if self.rows is not None else E.stride(0), E.stride(1), self._ptr(rope.cos),
+                           self._ptr(rope.sin), layers,
                            self._ptr(model.unembed.norm.w), self._matrix(model.unembed.W_U))
         self.layers = layers
         if tuple(rope.cos.shape) != (rope.cos.shape[0], cfg.d_head) or tuple(W_E.shape) != (cfg.d_vocab, cfg.d_model):
@@ -134,6 +138,8 @@ class CStep:
             raise GlassError("the C decode step takes one row and a contiguous float32 or float16 cache")
         logits = torch.empty(1, self.cfg.d_vocab)
         with self.lock:
+            if self.rows is not None:  # W_E[token] at row 0 (the struct's row stride is 0)
+                self.E[0].copy_(self.rows.row(int(tokens[0, 0]) % self.cfg.d_vocab))
             rc = self.lib.decode_step(ctypes.byref(self.model), int(tokens[0, 0]), pos, K.data_ptr(), V.data_ptr(),
                                       CACHE_DTYPES[K.dtype], K.shape[3], logits.data_ptr(), self.scratch.data_ptr(),
                                       self.scratch.numel(), self.isa)
