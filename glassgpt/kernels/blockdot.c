@@ -70,19 +70,23 @@ AVX2 static void quantize_row(const float *x, int d_in, int terms, int exact_sum
             __m256 big = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(r[0], magnitude), _mm256_and_ps(r[1], magnitude)),
                                        _mm256_max_ps(_mm256_and_ps(r[2], magnitude), _mm256_and_ps(r[3], magnitude)));
             float amax = hmax(big), d = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-            int8_t *q = xq + ((size_t)t * G + g) * BLOCK;
-            int32_t codes[BLOCK], sum = 0;
+            __m256i codes[4];  /* codes k·8 .. k·8+7, int32 */
             for (int k = 0; k < 4; k++) {
                 __m256 v = _mm256_round_ps(_mm256_mul_ps(r[k], _mm256_set1_ps(inv)),
                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
                 v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-                _mm256_storeu_si256((__m256i *)(codes + k * 8), _mm256_cvtps_epi32(v));
+                codes[k] = _mm256_cvtps_epi32(v);
                 r[k] = _mm256_sub_ps(r[k], _mm256_mul_ps(_mm256_set1_ps(d), v));  /* what this pass missed */
             }
-            for (int i = 0; i < BLOCK; i++) {
-                q[i] = (int8_t)codes[i];
-                sum += codes[i];
-            }
+            /* int32 → int8 (|code| ≤ 127: the saturating packs keep every value); packing works within
+               128-bit lanes, so the 4-code groups come out as 0 2 4 6 1 3 5 7 and are put back in order */
+            __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(codes[0], codes[1]), _mm256_packs_epi32(codes[2], codes[3]));
+            bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(xq + ((size_t)t * G + g) * BLOCK), bytes);
+            __m256i total8 = _mm256_add_epi32(_mm256_add_epi32(codes[0], codes[1]), _mm256_add_epi32(codes[2], codes[3]));
+            __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(total8), _mm256_extracti128_si256(total8, 1));
+            sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0x4E));
+            int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0xB1)));
             dx[t * G + g] = d;
             qsum[t * G + g] = sum;
             approx += d * (float)sum;
