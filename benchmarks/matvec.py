@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/matvec.py                # 1 thread; writes results/matvec-1threads.json
     .venv/bin/python benchmarks/matvec.py --threads 2
+    .venv/bin/python benchmarks/matvec.py --formats fp32,q4x2-avx512-vnni,q4x2-avx2 --prompt 256
 
 Decoding one token multiplies one activation vector by every weight matrix once: 30 layers of
 W_Q, W_K, W_V, W_O (576×576, 576×192 twice, 576×576), W_gate, W_up (576×1536) and W_down
@@ -15,6 +16,9 @@ are counted too, with the unembedding as the mode stores it (float32 beside fp16
                                 activation passes, in each version this CPU runs (avx512-vnni, avx2);
                                 q4x2 is the int4 mode, q4x1 the q4a8 mode, q8x2 the int8 mode The ceiling of a format is read bandwidth ÷ its bytes; read bandwidth is
 measured in the same run by summing a 512 MB array (and, for reference, copying one).
+A prompt's products are a column too: one layer's seven matrices times `--prompt` rows (256 by
+default; 0 skips it), as prefill runs them — blockdot.c then goes through each tile a few rows
+at a time — and the prompt tokens/s those products alone would allow over 30 layers.
 The formats are timed round-robin, several rounds, and the median is kept, so a busy machine
 slows them all alike. The JSON records the CPU's flags and torch's CPU capability, because
 which kernel is fast is CPU-specific (the half-precision trick was fast on one AMD machine and
@@ -118,17 +122,29 @@ def one_token(weights: list) -> tuple[float, float]:
     return time.perf_counter() - t, time.perf_counter() - u
 
 
+@torch.inference_mode()
+def one_prompt_layer(weights: list, n: int) -> float:
+    """Seconds for one layer's seven products of an n-token prompt (x (n, d_in) for each matrix)."""
+    xs = {w.d_in: torch.randn(n, w.d_in) for w in weights[:len(LAYER_SHAPES)]}
+    t = time.perf_counter()
+    for w in weights[:len(LAYER_SHAPES)]:
+        w(xs[w.d_in])
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--prompt", type=int, default=256, help="rows of the prompt-shaped products (0: none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     formats = args.formats.split(",")
     built = {f: build(f) for f in formats}
     times: dict[str, list[float]] = {f: [] for f in formats}
     unembed: dict[str, list[float]] = {f: [] for f in formats}
+    prompt: dict[str, list[float]] = {f: [] for f in formats}
     for f in formats:
         one_token(built[f][0])  # warm-up
     bandwidth = read_bandwidth()
@@ -137,6 +153,8 @@ def main() -> None:
             whole, last = one_token(built[f][0])
             times[f].append(whole)
             unembed[f].append(last)
+            if args.prompt:
+                prompt[f].append(one_prompt_layer(built[f][0], args.prompt))
     bandwidth_after = read_bandwidth()
     read = max(bandwidth["read_gb_s"], bandwidth_after["read_gb_s"])
     rows = []
@@ -148,16 +166,22 @@ def main() -> None:
                      "gb_s": round(nbytes / s / 1e9, 2), "tokens_s": round(1 / s, 1),
                      "ceiling_tokens_s": round(ceiling, 1), "of_ceiling": round(1 / s / ceiling, 2),
                      "unembedding_ms": round(statistics.median(unembed[f]) * 1000, 2)})
+        if args.prompt:
+            p = statistics.median(prompt[f])
+            rows[-1].update(prompt_ms_per_layer=round(p * 1000, 2), prompt_tokens_s=round(args.prompt / (N_LAYERS * p), 1))
     result = {"cpu": cpu_info(), "blockdot": {"chosen": kernels.kernel(), "why": kernels.why()}, "bandwidth": {"before": bandwidth, "after": bandwidth_after}, "rows": rows,
+              "prompt_rows": args.prompt,
               "note": "one decode step's matrix-vector products of SmolLM2-135M (210 layer matrices + the "
-                      "unembedding), median of round-robin rounds"}
+                      "unembedding), median of round-robin rounds; prompt_*: one layer's 7 products of "
+                      "prompt_rows rows, and the tokens/s those products alone allow over 30 layers"}
     print(json.dumps(result["cpu"]))
     print(f"read bandwidth {read} GB/s (copy {bandwidth['copy_gb_s']} GB/s)")
     print(f"{'format':<18} {'MB':>7} {'ms/token':>9} {'unembed ms':>10} {'GB/s':>6} {'tokens/s':>9} {'ceiling':>8} "
-          f"{'of ceiling':>10}")
+          f"{'of ceiling':>10}" + (f" {'prompt ms/layer':>15} {'prompt tok/s':>12}" if args.prompt else ""))
     for r in rows:
         print(f"{r['format']:<18} {r['mb']:>7} {r['ms_per_token']:>9} {r['unembedding_ms']:>10} {r['gb_s']:>6} "
-              f"{r['tokens_s']:>9} {r['ceiling_tokens_s']:>8} {r['of_ceiling']:>10}")
+              f"{r['tokens_s']:>9} {r['ceiling_tokens_s']:>8} {r['of_ceiling']:>10}"
+              + (f" {r['prompt_ms_per_layer']:>15} {r['prompt_tokens_s']:>12}" if args.prompt else ""))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"matvec-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
 

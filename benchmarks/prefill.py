@@ -9,7 +9,8 @@ prefilling the same prompt (the median over rounds is kept), so a busy minute sl
 (tokens per second of wall clock and of the process's CPU time, the steadier on a shared machine);
 llama.cpp (its own interpreter, batched prompt evaluation, the same GGUF and threads) prefills the
 same ids in a loop in a second process over the same window. Records which matmul kernel each
-glassgpt mode's prompt path runs (glassgpt.quant) and the CPU's flags. Writes
+glassgpt mode's prompt path runs (glassgpt.quant; for BlockWeight, blockdot.c's version and why) and
+the CPU's flags. Writes
 benchmarks/results/prefill-<threads>threads.json.
 """
 
@@ -28,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from generate import LlamaLoop, llama_available, make_runners  # noqa: E402
 from matvec import cpu_info  # noqa: E402
+
+from glassgpt import kernels  # noqa: E402
 
 LOOP = """
 import os, sys, time, json, llama_cpp
@@ -85,7 +88,8 @@ def main() -> None:
               "window_s": round(time.time() - started),
               "prefill_tok_s": {n: round(statistics.median(v), 1) for n, v in rates.items()},
               "prefill_tok_per_cpu_s": {n: round(statistics.median(v), 1) for n, v in cpu_rates.items()},
-              "prompt_kernel": {n: prompt_kernel(r.model) for n, r in runners.items() if n != "transformers"}}
+              "prompt_kernel": {n: prompt_kernel(r.model) for n, r in runners.items() if n != "transformers"},
+              "blockdot": kernels.why()}  # the C kernel's file and the CPU flags that chose its version
     if llama is not None:
         llama_rates, llama_cpu = llama.finish() or ([], [])
         if llama_rates:
