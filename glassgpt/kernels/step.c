@@ -25,9 +25,13 @@
    Sizes are checked by the Python side (glassgpt/kernels/step.py) and again here before any pointer is
    followed; the scratch space (`work`) comes from the caller, so a step allocates nothing.
 
-   Build: with blockdot.c, into one library (kernels/__init__.py). */
+   Threads: each product's tiles of 16 outputs are shared among `threads` threads (pool.c: workers that
+   stay alive and spin between products, so handing out work costs about a microsecond).
+
+   Build: with blockdot.c and pool.c, into one library (kernels/__init__.py). */
 
 #include "blockdot.c"
+#include "pool.c"
 
 #include <math.h>
 #include <stddef.h>
@@ -142,8 +146,35 @@ static void product_tiles(const Matrix *W, const Quantized *a, float *y, int isa
     }
 }
 
-static void product(const Matrix *W, const Quantized *a, float *y, int isa) {
-    product_tiles(W, a, y, isa, 0, W->d_out / 16);
+typedef struct {  /* y_j = a·W_j for up to three matrices that read the same row: one section of work */
+    int count, isa, chunk;  /* chunk: tiles of 16 outputs a piece */
+    const Matrix *W[3];
+    float *y[3];
+    const Quantized *a;
+} Products;
+
+static void product_piece(const void *job, int piece) {  /* W_0's pieces of `chunk` tiles, then W_1's, … */
+    const Products *p = job;
+    for (int j = 0; j < p->count; j++) {
+        int tiles = p->W[j]->d_out / 16, pieces = (tiles + p->chunk - 1) / p->chunk;
+        if (piece < pieces) {
+            int t0 = piece * p->chunk;
+            product_tiles(p->W[j], p->a, p->y[j], p->isa, t0, t0 + p->chunk < tiles ? t0 + p->chunk : tiles);
+            return;
+        }
+        piece -= pieces;
+    }
+}
+
+/* y = a·W (and y2 = a·W2, y3 = a·W3 when given), its tiles shared among `threads` threads in pieces of
+   CHUNK tiles (4 × 16 outputs: a few µs each, so the threads finish together). */
+#define CHUNK 4
+static void product(int threads, const Quantized *a, int isa, const Matrix *W, float *y, const Matrix *W2, float *y2,
+                    const Matrix *W3, float *y3) {
+    Products p = {.count = W3 ? 3 : W2 ? 2 : 1, .isa = isa, .chunk = CHUNK, .W = {W, W2, W3}, .y = {y, y2, y3}, .a = a};
+    int pieces = 0;
+    for (int j = 0; j < p.count; j++) pieces += (p.W[j]->d_out / 16 + CHUNK - 1) / CHUNK;
+    share(product_piece, &p, pieces, threads);
 }
 
 /* RoPE at one position, for each of n_heads heads of x (n_heads·d_head,), as model.RoPE rotates:
@@ -317,29 +348,26 @@ AVX2 static void add(float *x, const float *y, int d) {
 
 /* x = x + Attention(RMSNorm(x)); x = x + MLP(RMSNorm(x)).  K, V: this layer's cache. */
 static void block(const Model *m, const Layer *L, Scratch *w, void *K, void *V, int half, int capacity, int pos,
-                  int isa) {
+                  int isa, int threads) {
     int D = m->d_model, d = m->d_head;
     rms_norm(w->x, L->w_ln1, m->eps, D, w->h);
     quantize(w->h, &L->W_Q, &w->a);  /* once for the three products: they share h */
-    product(&L->W_Q, &w->a, w->q, isa);  /* (H·d_head,) */
-    product(&L->W_K, &w->a, w->k, isa);  /* (H_kv·d_head,) */
-    product(&L->W_V, &w->a, w->v, isa);
+    product(threads, &w->a, isa, &L->W_Q, w->q, &L->W_K, w->k, &L->W_V, w->v);  /* (H·d_head,), (H_kv·d_head,) ×2 */
     rotate(w->q, m->n_heads, d, m->cos + (size_t)pos * d, m->sin + (size_t)pos * d);
     rotate(w->k, m->n_kv_heads, d, m->cos + (size_t)pos * d, m->sin + (size_t)pos * d);
     store_kv(w->k, K, m->n_kv_heads, capacity, pos, d, half);
     store_kv(w->v, V, m->n_kv_heads, capacity, pos, d, half);
     attention(m, w->q, K, V, half, capacity, pos, w->scores, w->rows, w->z);  /* (H·d_head,) */
     quantize(w->z, &L->W_O, &w->a);
-    product(&L->W_O, &w->a, w->out, isa);  /* (d_model,) */
+    product(threads, &w->a, isa, &L->W_O, w->out, NULL, NULL, NULL, NULL);  /* (d_model,) */
     add(w->x, w->out, D);
 
     rms_norm(w->x, L->w_ln2, m->eps, D, w->h);
     quantize(w->h, &L->W_gate, &w->a);  /* once for gate and up */
-    product(&L->W_gate, &w->a, w->gate, isa);  /* (d_mlp,) */
-    product(&L->W_up, &w->a, w->up, isa);
+    product(threads, &w->a, isa, &L->W_gate, w->gate, &L->W_up, w->up, NULL, NULL);  /* (d_mlp,) twice */
     swiglu(w->gate, w->up, m->d_mlp);
     quantize(w->gate, &L->W_down, &w->a);
-    product(&L->W_down, &w->a, w->out, isa);  /* (d_model,) */
+    product(threads, &w->a, isa, &L->W_down, w->out, NULL, NULL, NULL, NULL);  /* (d_model,) */
     add(w->x, w->out, D);
 }
 
@@ -394,10 +422,11 @@ static int check(const Model *m, int pos, int capacity, int isa) {
 
 /* token at position pos → logits (d_vocab,) float32, writing its keys and values at pos.
    K, V: the static cache (n_layers, n_kv_heads, capacity, d_head), float32 or (half = 1) float16.
-   work: step_scratch_bytes(m) bytes, 64-byte aligned. isa: 0 avx512_vnni, 1 avx2.
+   work: step_scratch_bytes(m) bytes, 64-byte aligned. isa: 0 avx512_vnni, 1 avx2. threads: how many
+   share each product (1: this thread alone).
    Returns 0, or -1 for sizes it does not take, -2 for too little scratch space. */
 int decode_step(const Model *m, int64_t token, int pos, void *K, void *V, int half, int capacity,
-                float *logits, void *work, size_t work_bytes, int isa) {
+                float *logits, void *work, size_t work_bytes, int isa, int threads) {
     if (check(m, pos, capacity, isa) || token < 0 || token >= m->d_vocab)
         return -1;
     if (work_bytes < step_scratch_bytes(m) || ((uintptr_t)work & 63))
@@ -407,10 +436,14 @@ int decode_step(const Model *m, int64_t token, int pos, void *K, void *V, int ha
     int D = m->d_model;
     for (int i = 0; i < D; i++) w.x[i] = m->W_E[token * m->W_E_row + i * m->W_E_col];  /* x = W_E[token] */
     size_t layer_bytes = (size_t)m->n_kv_heads * capacity * m->d_head * (half ? 2 : 4);
+    pthread_mutex_lock(&pool.busy);  /* the workers serve one step at a time */
+    threads = start_workers(threads < 1 ? 1 : threads);
     for (int i = 0; i < m->n_layers; i++)
-        block(m, m->layers + i, &w, (char *)K + i * layer_bytes, (char *)V + i * layer_bytes, half, capacity, pos, isa);
+        block(m, m->layers + i, &w, (char *)K + i * layer_bytes, (char *)V + i * layer_bytes, half, capacity, pos, isa,
+              threads);
     rms_norm(w.x, m->w_final, m->eps, D, w.h);
     quantize(w.h, &m->W_U, &w.a);
-    product(&m->W_U, &w.a, logits, isa);  /* (d_vocab,) */
+    product(threads, &w.a, isa, &m->W_U, logits, NULL, NULL, NULL, NULL);  /* (d_vocab,) */
+    pthread_mutex_unlock(&pool.busy);
     return 0;
 }

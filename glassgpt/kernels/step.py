@@ -79,9 +79,10 @@ class CStep:
     """token (1, 1) at position pos → logits (1, d_vocab) float32 through step.c, writing the token's keys
     and values into K, V (n_layers, 1, n_kv_heads, capacity, d_head) float32 or float16.
 
-    isa: the kernel version ("avx512-vnni" or "avx2"; default the one chosen for this CPU)."""
+    isa: the kernel version ("avx512-vnni" or "avx2"; default the one chosen for this CPU). threads: how many
+    threads share each product (default: torch.get_num_threads() at each call)."""
 
-    def __init__(self, model, isa: str = ""):
+    def __init__(self, model, isa: str = "", threads: int = 0):
         reason = why_not(model)
         if reason:
             raise GlassError(f"the C decode step cannot run this model: {reason}")
@@ -89,10 +90,11 @@ class CStep:
         self.lib.decode_step.restype = ctypes.c_int
         self.lib.decode_step.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p,
                                          ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                                         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
         self.lib.step_scratch_bytes.restype = ctypes.c_size_t
         self.lib.step_scratch_bytes.argtypes = [ctypes.c_void_p]
         self.isa = ISAS[isa or kernel()][0]
+        self.threads = threads
         self.cfg = cfg = model.cfg
         self.keep: list[torch.Tensor] = []  # every tensor a pointer below points into
         layers = (Layer * cfg.n_layers)()
@@ -142,7 +144,7 @@ class CStep:
                 self.E[0].copy_(self.rows.row(int(tokens[0, 0]) % self.cfg.d_vocab))
             rc = self.lib.decode_step(ctypes.byref(self.model), int(tokens[0, 0]), pos, K.data_ptr(), V.data_ptr(),
                                       CACHE_DTYPES[K.dtype], K.shape[3], logits.data_ptr(), self.scratch.data_ptr(),
-                                      self.scratch.numel(), self.isa)
+                                      self.scratch.numel(), self.isa, self.threads or torch.get_num_threads())
         if rc:
             raise GlassError(f"step.c refused token {int(tokens[0, 0])} at position {pos} of a cache of "
                              f"{K.shape[3]} (code {rc})")

@@ -1,0 +1,130 @@
+/* Worker threads that stay alive between calls, for the products of a decode step (step.c includes this).
+
+   A step of SmolLM2 has about 120 sections of work worth sharing (W_Q/W_K/W_V, W_O, W_gate/W_up, W_down per
+   layer, the unembedding), each some 20-50 µs on one core, so handing one out must cost about a microsecond,
+   not the tens of a condition variable's round trip. So:
+
+     share(work, job, pieces)  the caller posts a section of `pieces` independent pieces of work; it and the
+                               workers (spinning on `claim`) each take the next unclaimed piece until none
+                               is left, and the caller returns once every piece is finished
+     between sections          workers spin (pause) for up to SPINS checks, then sleep on a condition
+                               variable, so a model between steps or between generations costs no CPU
+
+   Pieces are claimed, not dealt: a worker the system has not scheduled (a machine busier than its cores)
+   leaves its share to the others instead of stalling the step; the caller waits only for pieces in hand.
+   `claim` holds the section's number (bits 40-63), its number of pieces (20-39) and the next piece (0-19) in
+   one word, so a worker that wakes late can only claim a piece of the section still running, whose job is
+   then alive and whose fields it read (they are written before the section's number, and rewritten only
+   once every piece is claimed).
+   One section at a time: the caller holds `pool.busy` for its whole step. After fork() the child has no
+   workers: pthread_atfork starts it from scratch. */
+
+#include <pthread.h>
+
+#define MAX_THREADS 16
+#define SPINS 200000 /* about a millisecond of pause instructions */
+
+typedef void (*Work)(const void *job, int piece);
+
+static struct {
+    Work work;
+    const void *job;
+    uint64_t claim;          /* section << 40 | pieces << 20 | next piece */
+    uint32_t finished;       /* pieces of the current section done */
+    int workers;             /* worker threads started */
+    int sleeping;            /* workers waiting on `wake` */
+    pthread_mutex_t lock, busy;
+    pthread_cond_t wake;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .busy = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+#define SECTION(c) ((c) >> 40)
+#define PIECES(c) (((c) >> 20) & 0xFFFFF)
+#define NEXT(c) ((c) & 0xFFFFF)
+
+/* Take pieces of `section` and do them until none is left (or the section is over). */
+static void take_pieces(uint64_t section, Work work, const void *job) {
+    uint64_t c = __atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST);
+    while (SECTION(c) == section && NEXT(c) < PIECES(c)) {
+        if (!__atomic_compare_exchange_n(&pool.claim, &c, c + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            continue;  /* (c now holds the current value) */
+        work(job, (int)NEXT(c));
+        __atomic_add_fetch(&pool.finished, 1, __ATOMIC_SEQ_CST);
+        c = __atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST);
+    }
+}
+
+static void *worker(void *arg) {
+    (void)arg;
+    uint64_t seen = SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST));
+    for (;;) {
+        uint64_t section;
+        for (int spins = 0; (section = SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST))) == seen; spins++) {
+            if (spins < SPINS) {
+                _mm_pause();
+                continue;
+            }
+            pthread_mutex_lock(&pool.lock);  /* nothing for a while: sleep until the next section */
+            __atomic_add_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+            while (SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST)) == seen)
+                pthread_cond_wait(&pool.wake, &pool.lock);
+            __atomic_sub_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+            pthread_mutex_unlock(&pool.lock);
+            spins = 0;
+        }
+        seen = section;
+        /* the job may belong to a later section by now: then every claim below fails */
+        Work work = __atomic_load_n(&pool.work, __ATOMIC_SEQ_CST);
+        const void *job = __atomic_load_n(&pool.job, __ATOMIC_SEQ_CST);
+        take_pieces(section, work, job);
+    }
+    return NULL;
+}
+
+static void forget_workers(void) {  /* in a forked child: the threads did not come along */
+    pool.workers = pool.sleeping = 0;
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_mutex_init(&pool.busy, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+}
+
+/* Start workers up to n - 1 (called with pool.busy held). Returns the threads there are, caller included. */
+static int start_workers(int n) {
+    static int registered = 0;
+    if (!registered) {
+        pthread_atfork(NULL, NULL, forget_workers);
+        registered = 1;
+    }
+    if (n > MAX_THREADS) n = MAX_THREADS;
+    while (pool.workers < n - 1) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&t, &attr, worker, NULL);
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        pool.workers++;
+    }
+    return pool.workers + 1;
+}
+
+/* work(job, p) for every piece p < pieces, shared with the workers when `threads` > 1 (the caller holds
+   pool.busy and has called start_workers). */
+static void share(Work work, const void *job, int pieces, int threads) {
+    if (threads <= 1 || pool.workers == 0 || pieces < 2 || pieces > 0xFFFFF) {
+        for (int p = 0; p < pieces; p++) work(job, p);
+        return;
+    }
+    uint64_t section = SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST)) + 1;
+    __atomic_store_n(&pool.work, work, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pool.job, job, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pool.finished, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pool.claim, section << 40 | (uint64_t)pieces << 20, __ATOMIC_SEQ_CST);  /* go */
+    if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    take_pieces(section, work, job);
+    while (__atomic_load_n(&pool.finished, __ATOMIC_SEQ_CST) < (uint32_t)pieces) _mm_pause();
+}
