@@ -15,6 +15,8 @@ once by one prefill of the longest context and set back to the length (a KV cach
                    int8, q4a8) with a float32 StaticKVCache
     lean-float16kv the same with a float16 StaticKVCache (half the bytes a step reads from the cache: what
                    generation makes for the C step); --kv bfloat16 adds a bfloat16 one (the torch step)
+    lean-float16kv-2threads   the C step on that cache with 2 threads sharing each product (kernels/pool.c;
+                   generation asks for it with GLASSGPT_DECODE_THREADS=2)
 
 `--answers DTYPE` times nothing: on the 24 prompts of tests/decode_prompts.py it compares int4's greedy
 continuations (32 tokens, through the step generation runs) with a DTYPE cache against those with a float32
@@ -59,19 +61,22 @@ def variants(loaded, ids: list[int], kv_dtypes: list[str]) -> dict:
     for layer, held in zip(glass.layers, exact.layers):
         layer.append(held.k.clone(), held.v.clone())
     out = {"glass-box": (lambda token, cache: model(token, cache=cache)[:, -1], glass)}
-    if DecodeStep(model).c is not None:  # the torch step too, to compare (elsewhere "lean" is the torch step)
-        torch_step = StaticKVCache(model.cfg, exact.capacity)
-        torch_step.K.copy_(exact.K)
-        torch_step.V.copy_(exact.V)
-        torch_step.advance(exact.length)
-        out["torch-step"] = (DecodeStep(model, c=False), torch_step)
+
+    def copied(dtype: torch.dtype = torch.float32) -> StaticKVCache:
+        cache = StaticKVCache(model.cfg, exact.capacity, dtype=dtype)
+        cache.K.copy_(exact.K)
+        cache.V.copy_(exact.V)
+        cache.advance(exact.length)
+        return cache
+
+    c_step = DecodeStep(model).c is not None
+    if c_step:  # the torch step too, to compare (elsewhere "lean" is the torch step)
+        out["torch-step"] = (DecodeStep(model, c=False), copied())
     out["lean"] = (DecodeStep(model), exact)
     for name in kv_dtypes:
-        half = StaticKVCache(model.cfg, exact.capacity, dtype=getattr(torch, name))
-        half.K.copy_(exact.K)
-        half.V.copy_(exact.V)
-        half.advance(exact.length)
-        out[f"lean-{name}kv"] = (DecodeStep(model), half)
+        out[f"lean-{name}kv"] = (DecodeStep(model), copied(getattr(torch, name)))
+        if name == "float16" and c_step:
+            out["lean-float16kv-2threads"] = (DecodeStep(model, threads=2), copied(torch.float16))
     return out
 
 
@@ -186,6 +191,7 @@ def main() -> None:
                      "cpu_ms_per_token": cpu_ms, "cpu_growth": round(cpu_ms[contexts[-1]] / cpu_ms[contexts[0]], 2),
                      "max_logit_diff_vs_glass_box": round(drift[name], 5),
                      "step": getattr(runs[name][0], "ran", "glass box"), "cache": cache_name(runs[name][1]),
+                     "c_threads": getattr(getattr(runs[name][0], "c", None), "threads", None),
                      "kv_cache_mb_at_longest": round(2 * runs[name][1].layers[0].k.numel() * len(runs[name][1].layers)
                                                      * element_bytes(runs[name][1]) / 1e6, 1)})
     result = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "steps_per_round": STEPS,

@@ -17,7 +17,8 @@ For Llama-style models whose matrices are all BlockWeight (weight modes int4, in
 step runs in one C call instead (glassgpt/kernels/step.c: the same diagram, norms to logits, with the
 static cache read by AVX2 code; tested equal to this torch step): `DecodeStep.ran` says which ran last,
 "c" or "torch". Batches of several rows, bfloat16 caches, GPT-2-style models and the other weight modes
-keep the torch step; GLASSGPT_KERNEL=torch turns both kernels off.
+keep the torch step; GLASSGPT_KERNEL=torch turns both kernels off. The C step runs on one thread unless
+$GLASSGPT_DECODE_THREADS asks for more (kernels/step.py's threads_asked says why).
 
 torch.compile (Inductor) of this step was tried and dropped: on the 2-core machine it took 2–5 minutes to
 compile SmolLM2's step, and the compiled step ran slower than this one (README, Weight modes and speed).
@@ -130,12 +131,12 @@ class DecodeStep:
     """token ids (B, 1) at position cache.length → logits (B, d_vocab) float32, the same as
     GPT.forward(tokens, cache)[:, -1] (tested), writing the token's keys and values into the cache."""
 
-    def __init__(self, model: GPT, c: bool = True):
+    def __init__(self, model: GPT, c: bool = True, threads: int = 0):
         if not supports(model):
             raise GlassError("the lean decode step serves decoder-only GPT models")
         self.model = model
         self.why_not_c = why_not(model) if c else "asked for the torch step"
-        self.c = None if self.why_not_c else CStep(model)  # the whole step in one C call (kernels/step.c)
+        self.c = None if self.why_not_c else CStep(model, threads=threads)  # the whole step in one C call
         self.ran = ""  # "c" or "torch": which step the last call took
         self.rope = model.blocks[0].attn.rope  # one table shared by every layer (or None: learned positions)
         if self.rope is not None:  # rotate(x) = x·cos + [-x2, x1]·sin = x·cos + roll(x)·(sign·sin)

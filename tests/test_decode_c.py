@@ -12,7 +12,7 @@ from glassgpt.decode import DecodeStep, StaticKVCache, cache_dtype
 from glassgpt.errors import GlassError
 from glassgpt.fast import pack_model
 from glassgpt.generate import SampleConfig, decode_step, generate_ids, new_cache
-from glassgpt.kernels.step import CStep, why_not
+from glassgpt.kernels.step import CStep, threads_asked, why_not
 
 pytestmark = pytest.mark.skipif(not kernels.usable(), reason="no C kernel on this machine (GLASSGPT_KERNEL=torch, "
                                                               "no compiler or no AVX2): the torch step runs")
@@ -205,3 +205,61 @@ def test_a_failed_build_leaves_nothing_in_the_cache_folder(monkeypatch, tmp_path
     monkeypatch.setattr(kernels, "_lib", None)
     assert kernels.kernel() == "torch" and "building step.c failed" in kernels.why()
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []
+
+
+@torch.inference_mode()
+def _c_logits(model, threads: int, n_steps: int = 40) -> torch.Tensor:
+    step, cache = CStep(model, threads=threads), StaticKVCache(model.cfg, n_steps)
+    out, token = [], torch.tensor([[7]])
+    for pos in range(n_steps):
+        out.append(step(token, cache.K, cache.V, pos))
+        token = out[-1].argmax(-1, keepdim=True)
+    return torch.cat(out)
+
+
+def test_threads_share_the_products_and_change_no_bit():
+    """Each tile of 16 outputs is computed the same way whichever thread takes it (kernels/pool.c); 40 steps
+    are some 200 sections handed out, each to be finished before the next (a lost one would hang here)."""
+    model = _toy("int4", "d_head 32")  # d_mlp 192: 12 tiles, 3 pieces of 4; W_K 64 outputs: 1 piece
+    one = _c_logits(model, 1)
+    for threads in (2, 3):
+        assert torch.equal(_c_logits(model, threads), one)
+
+
+def test_a_forked_child_starts_its_own_workers():
+    import os
+    import time
+
+    model = _toy("int4", "d_head 32")
+    want = _c_logits(model, 2, 5)  # the parent's workers are running now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its parent's workers did not come along
+        try:
+            os.write(write, b"1" if torch.equal(_c_logits(model, 2, 5), want) else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.time() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.time() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in the C step")
+        time.sleep(0.05)
+    assert os.read(read, 1) == b"1"
+
+
+@pytest.mark.parametrize("value, want", [(None, 1), ("3", 3), ("torch", 0)])
+def test_decode_threads_come_from_the_environment(monkeypatch, value, want):
+    if value is None:
+        monkeypatch.delenv("GLASSGPT_DECODE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("GLASSGPT_DECODE_THREADS", value)
+    assert threads_asked() == want
+
+
+def test_a_bad_thread_count_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("GLASSGPT_DECODE_THREADS", "lots")
+    with pytest.raises(GlassError, match="GLASSGPT_DECODE_THREADS must be a number from 1 to 16 or 'torch', got 'lots'"):
+        threads_asked()

@@ -12,6 +12,7 @@ qualifies and the cache is float32 or float16 with one row, and its torch step o
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 import torch
@@ -75,12 +76,24 @@ def why_not(model) -> str:
     return ""
 
 
+def threads_asked() -> int:
+    """Threads sharing each product of the C step, from $GLASSGPT_DECODE_THREADS: a number, or "torch" (0 here:
+    torch.get_num_threads() at each call). Unset: 1. Not torch's choice by default, because on the 2-vCPU
+    machine this was written on, shared with other jobs, two threads made a step 2.5-3× slower (README)."""
+    asked = os.environ.get("GLASSGPT_DECODE_THREADS", "1")
+    if asked == "torch":
+        return 0
+    if not asked.isdigit() or not 1 <= int(asked) <= 16:
+        raise GlassError(f"GLASSGPT_DECODE_THREADS must be a number from 1 to 16 or 'torch', got {asked!r}")
+    return int(asked)
+
+
 class CStep:
     """token (1, 1) at position pos → logits (1, d_vocab) float32 through step.c, writing the token's keys
     and values into K, V (n_layers, 1, n_kv_heads, capacity, d_head) float32 or float16.
 
     isa: the kernel version ("avx512-vnni" or "avx2"; default the one chosen for this CPU). threads: how many
-    threads share each product (default: torch.get_num_threads() at each call)."""
+    threads share each product (kernels/pool.c); default `threads_asked()`."""
 
     def __init__(self, model, isa: str = "", threads: int = 0):
         reason = why_not(model)
@@ -94,7 +107,7 @@ class CStep:
         self.lib.step_scratch_bytes.restype = ctypes.c_size_t
         self.lib.step_scratch_bytes.argtypes = [ctypes.c_void_p]
         self.isa = ISAS[isa or kernel()][0]
-        self.threads = threads
+        self.threads = threads or threads_asked()  # 0: torch.get_num_threads() at each call
         self.cfg = cfg = model.cfg
         self.keep: list[torch.Tensor] = []  # every tensor a pointer below points into
         layers = (Layer * cfg.n_layers)()
