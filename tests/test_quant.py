@@ -133,6 +133,26 @@ def test_a_prompts_rows_together_give_each_rows_own_product_bitwise(isa, bits, t
     assert not torch.equal(alone[:4], kernels.call(x[1:5].contiguous(), w.codes, w.dm, 96, bits, terms, isa=isa))
 
 
+@pytest.mark.parametrize("isa", list(kernels.ISAS))
+@pytest.mark.parametrize("bits", [4, 8])
+def test_the_largest_codes_and_activations_do_not_overflow_the_integer_sums(isa, bits):
+    """Codes at their extremes (4-bit 15; 8-bit 0, i.e. q = -128) times activations that all round to +127:
+    the 16-bit partial sums of the AVX2 versions are at their largest and must still be exact."""
+    if isa not in kernels.usable():
+        pytest.skip(f"this CPU cannot run {isa}")
+    d_in, d_out = 64, 32
+    c = torch.full((d_out, d_in), 15 if bits == 4 else 0, dtype=torch.uint8)
+    d = torch.full((d_out, d_in // 32), 0.01)
+    w = BlockWeight(c, d, torch.zeros_like(d) if bits == 4 else -128 * d, bits=bits)
+    x = torch.full((9, d_in), 0.5)
+    x[1::2] *= -1  # and the most negative
+    y = kernels.call(x, w.codes, w.dm, d_out, bits, 2, isa=isa)
+    alone = torch.cat([kernels.call(x[i:i + 1].contiguous(), w.codes, w.dm, d_out, bits, 2, isa=isa) for i in range(9)])
+    expected = x @ w.dequantize()  # x is exact in int8 steps: ±0.5 = ±127·(0.5/127)
+    assert torch.equal(y, alone)
+    assert (y - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_two_activation_passes_stay_within_their_bound_and_one_pass_does_not(bits):
     """Each int8 pass leaves at most half a step (max|r|/127) of each block of 32 activations:

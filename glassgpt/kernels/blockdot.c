@@ -271,17 +271,19 @@ AVX2 static void tile_rows_avx2(const uint8_t *c, const uint16_t *dm, const int8
                 __m256 dot = _mm256_setzero_ps();
                 for (int t = 0; t < terms; t++) {
                     const int8_t *x = xq + r * xq_stride + ((size_t)t * G + g) * BLOCK;
-                    __m256i ip = _mm256_setzero_si256();
-                    for (int k = 0; k < 8; k += 2) {  /* dot8_4bit's / dot8_8bit's pairs */
-                        __m256i x0 = _mm256_set1_epi32(*(const int32_t *)(x + k * 4));
-                        __m256i x1 = _mm256_set1_epi32(*(const int32_t *)(x + k * 4 + 4));
-                        __m256i pairs = bits == 4
-                            ? _mm256_add_epi16(_mm256_maddubs_epi16(w[k], x0), _mm256_maddubs_epi16(w[k + 1], x1))
-                            : _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_sign_epi8(x0, q[k])), ones),
-                                               _mm256_madd_epi16(_mm256_maddubs_epi16(w[k + 1], _mm256_sign_epi8(x1, q[k + 1])), ones));
-                        ip = _mm256_add_epi32(ip, bits == 4 ? _mm256_madd_epi16(pairs, ones) : pairs);
+                    __m256i ip;  /* dot8_4bit's / dot8_8bit's sums */
+                    if (bits == 4) {  /* all 16 pairs in 16 bits first: at most 16·15·127 = 30480, no overflow */
+                        __m256i pairs = _mm256_setzero_si256();
+                        for (int k = 0; k < 8; k++)
+                            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(*(const int32_t *)(x + k * 4))));
+                        ip = _mm256_madd_epi16(pairs, ones);
+                    } else {
+                        ip = _mm256_set1_epi32(128 * qsum[r * dx_stride + t * G + g]);  /* Σ c·x = 128·Σ x + Σ q·x */
+                        for (int k = 0; k < 8; k++) {
+                            __m256i xk = _mm256_set1_epi32(*(const int32_t *)(x + k * 4));
+                            ip = _mm256_add_epi32(ip, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_sign_epi8(xk, q[k])), ones));
+                        }
                     }
-                    if (bits == 8) ip = _mm256_add_epi32(ip, _mm256_set1_epi32(128 * qsum[r * dx_stride + t * G + g]));
                     dot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ip), _mm256_set1_ps(dx[r * dx_stride + t * G + g]), dot);
                 }
                 acc[r] = _mm256_fmadd_ps(dot, d, acc[r]);
