@@ -22,8 +22,9 @@
                   overflows 16 bits) and get 128·Σxq back as an integer
 
    A prompt's rows go through each tile a few at a time (tile_rows_*: ROWS512 or ROWS2 rows, the rest one
-   by one): a block's codes are unpacked once for those rows, and each row's sums are the one-row
-   kernel's in the same order, so y does not depend on how many rows came together.
+   by one): a block's codes are unpacked once for those rows; each row's integer sums are the one-row
+   kernel's (exact in any order) and its floats are added in the same order, so y is bitwise the same
+   however many rows came together (tests/test_quant.py).
 
    Layout (quant.py packs it): outputs in tiles of 16.
      codes  (d_out/16, d_in/32, 512 bytes) for 8-bit: [quad k/4][row 16][4 codes k..k+3]
