@@ -11,8 +11,8 @@ Three kinds of process, one after the other, in one run:
 Each process reports, after every stage: VmRSS, the peak since the stage before (VmHWM, reset between
 stages by writing 5 to /proc/self/clear_refs where the kernel allows it; else the peak so far, marked),
 and RssAnon / RssFile — anonymous memory (malloc, torch's allocations) against pages of mapped files
-(shared libraries, the memory-mapped cache: a page counts once it has been touched). The tokenizer is
-built once alone from the same source and freed, to size it; the load then builds its own.
+(shared libraries, the memory-mapped cache: a page counts once it has been touched). A fourth process,
+tokenizer, builds the tokenizer alone from the cache, to size it.
 The bound (issue 13): peak RSS ≤ 1.5 × the weights' bytes + the bare `import torch` RSS.
 Writes benchmarks/results/memory-<weights>-<threads>threads.json.
 """
@@ -42,6 +42,22 @@ def status_mb() -> dict:
             if key in FIELDS:
                 out[key] = round(int(rest.split()[0]) * 1024 / 1e6, 1)
     return out
+
+
+def mappings_mb(top: int = 12) -> dict:
+    """Resident MB per mapping of this process (/proc/self/smaps): [heap], [anon] (malloc's large blocks,
+    torch's tensors), and each mapped file by name (libraries, the memory-mapped converted weights)."""
+    rss, name = {}, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line: address range, ..., path
+                name = Path(head[5]).name if len(head) > 5 and head[5].startswith("/") else (
+                    head[5] if len(head) > 5 else "[anon]")
+            elif head[0] == "Rss:":
+                rss[name] = rss.get(name, 0) + int(head[1])
+    biggest = sorted(rss.items(), key=lambda kv: -kv[1])[:top]
+    return {k: round(v * 1024 / 1e6, 1) for k, v in biggest}
 
 
 def reset_peak() -> bool:
@@ -88,16 +104,18 @@ def child(kind: str, weights: str, threads: int, n_turns: int) -> dict:
     path = G.default_gguf_path()
     stored = cache_path(path, weights)
     st.mark("GGUF hashed (cache key)")
-    if kind == "second" and stored.is_file():  # the tokenizer alone, from where the load takes it
+    if kind == "tokenizer":  # the tokenizer alone, from where a cached load takes it
         from safetensors import safe_open
         from tokenizers import Tokenizer
 
         with safe_open(str(stored), framework="pt") as f:
             tok = Tokenizer.from_str(f.metadata()["tokenizer"])
-    else:
-        tok = G.tokenizer_from_gguf(G.metadata(G.read_gguf(path)), path)[0]
-    st.mark("tokenizer alone (then freed)")
-    del tok
+        st.mark("tokenizer built")
+        from glassgpt.fast import release_free_memory
+
+        release_free_memory()
+        st.mark("its parse's free memory returned (malloc_trim)", vocab=tok.get_vocab_size())
+        return {"kind": kind, "stages": st.rows}
     t = time.perf_counter()
     loaded = load_model(path, weights=weights)
     load_s = round(time.perf_counter() - t, 2)
@@ -117,7 +135,10 @@ def child(kind: str, weights: str, threads: int, n_turns: int) -> dict:
                 for _ in pieces:
                     pass
                 st.mark(f"turn {n}: answered", context_tokens=len(chat._cached_ids))
-        out["kv_cache_capacity_mb"] = round(chat._cache.nbytes / 1e6, 1)
+        cache = chat._cache
+        out["kv_cache_capacity_mb"] = round(cache.nbytes / 1e6, 1)  # reserved; resident as tokens are written
+        out["kv_cache_held_mb"] = round(cache.nbytes * cache.length / cache.capacity / 1e6, 1)
+        out["mappings_mb"] = mappings_mb()
     out["stages"] = st.rows
     return out
 
@@ -132,11 +153,17 @@ def run_child(kind: str, args, env: dict) -> dict:
 
 
 def bare_torch() -> dict:
+    """`python -c "import torch"`: its memory counters and (a second process, importing this file too) its mappings."""
     code = ("import torch\nprint(' '.join(l.split(':')[0] + '=' + l.split()[1] for l in open('/proc/self/status') "
             "if l.startswith(('VmRSS', 'VmHWM', 'RssAnon', 'RssFile'))))")
     line = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     kb = dict(item.split("=") for item in line.split())
-    return {k: round(int(v) * 1024 / 1e6, 1) for k, v in kb.items()}
+    out = {k: round(int(v) * 1024 / 1e6, 1) for k, v in kb.items()}
+    code = f"import sys, json, torch; sys.path.insert(0, {str(HERE)!r}); from memory import mappings_mb; " \
+           "print(json.dumps(mappings_mb()))"
+    out["mappings_mb"] = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                   check=True).stdout)
+    return out
 
 
 def cpu_report() -> dict:
@@ -152,8 +179,9 @@ def cpu_report() -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| process | stage | RSS | peak within the stage | anonymous | file-backed | s |", "|---|---|---|---|---|---|---|"]
-    for proc in ("first", "second"):
+    lines = ["| process | stage | RSS | peak within the stage | anonymous | file-backed | s |",
+             "|---|---|---|---|---|---|---|"]
+    for proc in ("first", "second", "tokenizer"):
         for r in result[proc]["stages"]:
             lines.append(f"| {proc} | {r['stage']} | {r['rss_mb']:.0f} | {r['peak_mb']:.0f} | {r['anon_mb']:.0f} | "
                          f"{r['file_mb']:.0f} | {r['seconds']:.2f} |")
@@ -165,7 +193,7 @@ def main() -> None:
     ap.add_argument("--weights", default="int4")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--turns", type=int, default=8)
-    ap.add_argument("--child", choices=("first", "second"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("first", "second", "tokenizer"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.weights, args.threads, args.turns)))
@@ -175,6 +203,7 @@ def main() -> None:
         bare = bare_torch()
         first = run_child("first", args, env)
         second = run_child("second", args, env)
+        tokenizer = run_child("tokenizer", args, env)
     weights_mb = second["weights_mb"]
     peak = max(r["peak_mb"] for r in second["stages"])
     bound = round(1.5 * weights_mb + bare["VmHWM"], 1)
@@ -182,9 +211,12 @@ def main() -> None:
               "weights_mb": weights_mb, "bound_mb": bound, "chat_peak_rss_mb": peak, "within_bound": peak <= bound,
               "first_load_s": first["load_s"], "second_load_s": second["load_s"],
               "first_load_peak_rss_mb": max(r["peak_mb"] for r in first["stages"]),
-              "first": first, "second": second, "machine": cpu_report()}
+              "first": first, "second": second, "tokenizer": tokenizer, "machine": cpu_report()}
     print(table(result))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("first", "second", "machine")}))
+    print("\nresident MB by mapping, bare `import torch` → end of the chat:")
+    for name, mb in second["mappings_mb"].items():
+        print(f"  {name:60s} {bare['mappings_mb'].get(name, 0):7.1f} → {mb:7.1f}")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("first", "second", "tokenizer", "machine")}))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"memory-{args.weights}-{args.threads}threads.json").write_text(json.dumps(result, indent=2) + "\n")
 

@@ -26,6 +26,7 @@ PLAIN_TEMPLATE = (
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 PLAIN_STOPS = ("\nUser:", "\nSystem:")
+RESERVE = 1024  # tokens of KV cache a session reserves at first (it doubles when a turn needs more)
 
 
 def render(template: str, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
@@ -106,8 +107,11 @@ class Chat:
         """The session's KV cache, cut back to the longest prefix its ids share with this prompt."""
         if not self.reuse_cache:
             return None
-        if self._cache is None:
-            self._cache, self._cached_ids = new_cache(self.loaded.model, len(ids) + self.sample.max_new_tokens), []
+        need = len(ids) + self.sample.max_new_tokens
+        if self._cache is None:  # reserved, not touched: a page counts in RSS once a token is written to it
+            self._cache, self._cached_ids = new_cache(self.loaded.model, max(need, RESERVE)), []
+        elif hasattr(self._cache, "reserve") and need > self._cache.capacity:  # growing copies what it holds:
+            self._cache.reserve(min(self.loaded.model.cfg.n_ctx, max(need, 2 * self._cache.capacity)))  # rarely
         shared = 0
         for a, b in zip(self._cached_ids, ids):
             if a != b:

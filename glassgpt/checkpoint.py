@@ -15,7 +15,6 @@ truncated or corrupted file is caught and named. Only the last `keep` checkpoint
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ import torch
 
 from .config import FIELD_NAMES, ModelConfig
 from .errors import CheckpointError, GlassError
+from .fetch import sha256_file
 from .io import load_tensors, read_json, save_tensors, write_json
 from .sizes import check_blocks, check_config, check_shapes
 from .trainer import parse_rng_state
@@ -59,7 +59,7 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: Mode
     write_json(tmp / "model_config.json", model_cfg.to_dict())
     opt_tensors, opt_meta = flatten_optimizer(state["optimizer"])
     save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-    files = {name: file_sha256(tmp / name) for name in ("model.safetensors", "optimizer.safetensors")}
+    files = {name: sha256_file(tmp / name, quiet=True) for name in ("model.safetensors", "optimizer.safetensors")}
     ranks = {"rng_ranks": state["rng_ranks"]} if state.get("rng_ranks") else {}  # torchrun: every rank's RNG
     write_json(tmp / "state.json", {"step": step, "data": state["data"], "rng": state["rng"], **ranks,
                                     "optimizer": opt_meta, "sha256": files})
@@ -96,7 +96,7 @@ def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> Checkpoint
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"missing file: {file}")
-        if file_sha256(file) != sums.get(name):
+        if sha256_file(file, quiet=True) != sums.get(name):
             raise CheckpointError(f"{file}: corrupt or truncated (its sha256 does not match state.json)")
     config = read_json(path / "model_config.json")
     if not isinstance(config, dict):
@@ -250,11 +250,3 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         state.setdefault(int(idx), {})[key] = value
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -177,6 +177,7 @@ def read_gguf_packed(path: str | Path, mode: str, cache: bool = True) -> ModelPa
     if stored is not None and stored.is_file():
         parts = _load_cache(stored, path, mode)
         if parts is not None:
+            release_free_memory()
             return parts
     reader = G.read_gguf(path)
     try:
@@ -207,7 +208,21 @@ def read_gguf_packed(path: str | Path, mode: str, cache: bool = True) -> ModelPa
                        G.stop_ids_from_gguf(meta, tokenizer), info)
     if stored is not None:
         _save_cache(parts, stored)
+    del reader, raw
+    release_free_memory()
     return parts
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere). A load frees
+    tens of MB in small pieces — the tokenizer's JSON parsed, the GGUF's metadata, per-tensor buffers — which
+    would otherwise stay in RSS for the whole session (22 MB on SmolLM2's cached load, benchmarks/memory.py)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def bare_model(cfg):
@@ -379,9 +394,9 @@ def _load_cache(stored: Path, path: Path, mode: str):
         PackedWeight.__init__(packed)
         for buf in [k[len(name) + 1:] for k in tensors if k.startswith(name + ".")]:
             t = tensors.pop(f"{name}.{buf}")
-            if t.data_ptr() % 64:  # torch's packed kernels may load whole cache lines: an unaligned
-                t = t.clone()  # map crashed _weight_int8pack_mm (a copy of this one is aligned)
-            packed.register_buffer(buf, t)
+            if t.data_ptr() % 64 and kind != "BlockWeight":  # torch's packed kernels may load whole cache lines:
+                t = t.clone()  # an unaligned map crashed _weight_int8pack_mm (a copy is aligned; blockdot.c and
+            packed.register_buffer(buf, t)  # step.c load unaligned, so block weights stay mapped, never copied)
         packed.restore()
         _swap(model.get_submodule(module_name), leaf, packed)
     if header["W_E_rows_of_W_U"]:

@@ -120,14 +120,19 @@ def pull(name: str = DEFAULT, force: bool = False) -> Path:
     return dest
 
 
-def sha256_file(path: Path, desc: str | None = None) -> str:
+def sha256_file(path: Path, desc: str | None = None, quiet: bool = False) -> str:
+    """The file's sha256 (hex), read 1 MiB at a time, with a progress bar unless quiet."""
+    import contextlib
     import hashlib
 
     h = hashlib.sha256()
-    with open(path, "rb") as f, progress(desc or f"checking {path.name}", path.stat().st_size, in_bytes=True) as bar:
+    shown = contextlib.nullcontext() if quiet else progress(desc or f"checking {path.name}", path.stat().st_size,
+                                                             in_bytes=True)
+    with open(path, "rb") as f, shown as bar:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-            bar.update(len(chunk))
+            if bar is not None:
+                bar.update(len(chunk))
     return h.hexdigest()
 
 

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import check_rng_and_optimizer, file_sha256, flatten_optimizer, unflatten_optimizer
+from ..checkpoint import check_rng_and_optimizer, flatten_optimizer, unflatten_optimizer
+from ..fetch import sha256_file
 from ..errors import CheckpointError, GlassError
 from ..io import load_tensors, read_json, save_tensors, write_json
 from .model import EncoderDecoder, Seq2SeqConfig
@@ -49,7 +50,7 @@ def save_run(folder: str | Path, model: nn.Module, task: Task, train: dict, log:
     if trainer_state is not None:
         tensors, optimizer = flatten_optimizer(trainer_state["optimizer"])
         save_tensors(folder / "trainer.safetensors", tensors)
-        sums = {name: file_sha256(folder / name) for name in ("model.safetensors", "trainer.safetensors")}
+        sums = {name: sha256_file(folder / name, quiet=True) for name in ("model.safetensors", "trainer.safetensors")}
         write_json(folder / "trainer.json", {"step": trainer_state["step"], "data": trainer_state["data"],
                                              "rng": trainer_state["rng"], "optimizer": optimizer, "sha256": sums})
     write_json(folder / "log.json", log)
@@ -113,7 +114,7 @@ def read_trainer_state(folder: str | Path) -> dict:
     for name in ("model.safetensors", "trainer.safetensors"):
         if not (folder / name).is_file():
             raise CheckpointError(f"missing file: {folder / name}")
-        if not isinstance(meta["sha256"], dict) or file_sha256(folder / name) != meta["sha256"].get(name):
+        if not isinstance(meta["sha256"], dict) or sha256_file(folder / name, quiet=True) != meta["sha256"].get(name):
             raise CheckpointError(f"{folder / name}: does not match {source.name} (changed, damaged, or written by a "
                                   "save that was cut short)")
     optimizer = unflatten_optimizer(load_tensors(folder / "trainer.safetensors"), meta["optimizer"])
