@@ -29,6 +29,7 @@ from glassgpt.generate import SampleConfig
 from glassgpt.load import load_model
 
 HERE = Path(__file__).resolve().parent
+MIB = 2**20 / 1e6  # MB per MiB
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))  # generate.py beside this file
 TURNS = [
@@ -69,7 +70,7 @@ def main() -> None:
         chat = Chat(loaded, sample=sample)
         with torch.inference_mode():
             answers = [chat.reply(text).strip() for text in TURNS]
-        print(json.dumps({"peak_rss_mb": peak_rss_mb(), "answers": answers}))
+        print(json.dumps({"peak_rss_mb": round(peak_rss_mb() * MIB, 1), "answers": answers}))
         return
     kept, fresh = Chat(loaded, sample=sample), Chat(loaded, sample=sample, reuse_cache=False)
     rows = []
@@ -86,12 +87,13 @@ def main() -> None:
 
     from glassgpt.fast import weights_bytes
 
-    peak, weights_mb, bare = peak_rss_mb(), round(weights_bytes(loaded.model) / 1e6, 1), bare_torch_rss()
+    peak, weights_mb = round(peak_rss_mb() * MIB, 1), round(weights_bytes(loaded.model) / 1e6, 1)
+    bare = round(bare_torch_rss() * MIB, 1)  # (generate.py's counters are in MiB; everything here is in MB)
     cache = kept._cache  # reserved ahead (chat.RESERVE); a page is resident once a token is written to it
     kv_held_mb = round(cache.nbytes * cache.length / cache.capacity / 1e6, 1)
     alone = json.loads(subprocess.run([sys.executable, __file__, "--kept-only", "--weights", weights, "--threads",
                                        str(args.threads)], capture_output=True, text=True, check=True).stdout)
-    bound = round(1.5 * weights_mb + bare)
+    bound = round(1.5 * weights_mb + bare, 1)
     result = {"weights": weights, "threads": args.threads, "turns": rows, "chat_peak_rss_mb": alone["peak_rss_mb"],
               "chat_within_bound": alone["peak_rss_mb"] <= bound,
               "chat_alone_same_answers": alone["answers"] == [m["content"] for m in kept.messages[1::2]],
