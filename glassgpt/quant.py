@@ -233,16 +233,19 @@ class BlockWeight(PackedWeight):
         c = torch.round((rows - lo[..., None]) / d[..., None].clamp(min=1e-30)).clamp(0, 15)
         return cls(c.reshape(W.shape[1], -1), d, lo, bits=4, **kw)
 
-    def blocks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Back out of the kernel's layout: codes c (d_out, d_in) uint8, d and m (d_out, d_in/32) float32."""
-        R, G = self.d_out // 16, self.d_in // GROUP
-        if self.bits == 8:
-            c = self.codes.view(R, G, 8, 16, 4).permute(0, 3, 1, 2, 4)  # (R, row, G, quad, 4)
-        else:
-            p = self.codes.view(R, G, 4, 16, 4).permute(0, 3, 1, 2, 4)  # (R, row, G, octet, 4)
-            c = torch.stack([p & 0x0F, p >> 4], dim=-2)  # (R, row, G, octet, half, 4)
-        d, m = self.dm.float().permute(2, 0, 3, 1).reshape(2, self.d_out, G)
-        return c.reshape(self.d_out, self.d_in), d, m
+    def blocks(self, rows: "torch.Tensor | int | None" = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Back out of the kernel's layout: codes c (n, d_in) uint8, d and m (n, d_in/32) float32, for the
+        outputs `rows` (ids in 0..d_out-1, n of them; one int: n = 1, by plain indexing) or every output."""
+        G = self.d_in // GROUP
+        codes = self.codes.view(-1, G, self.bits, 16, 4)  # (tile, G, group, row in the tile, 4)
+        if rows is None:  # every output, tile by tile
+            p, dm = codes.permute(0, 3, 1, 2, 4), self.dm.permute(0, 3, 1, 2)  # (tile, row, G, group, 4), (…, G, 2)
+        else:  # output i is row i % 16 of tile i // 16
+            p, dm = codes[rows // 16, :, :, rows % 16], self.dm[rows // 16, :, :, rows % 16]  # (n, G, group, 4), (n, G, 2)
+        # 8-bit: groups are quads of codes k..k+3; 4-bit: octets, byte i holding code k+i (low) and k+4+i (high)
+        c = p if self.bits == 8 else torch.stack([p & 0x0F, p >> 4], dim=-2)
+        dm = dm.float().reshape(-1, G, 2)
+        return c.reshape(-1, self.d_in), dm[..., 0], dm[..., 1]
 
     def dequantize(self) -> torch.Tensor:
         c, d, m = self.blocks()
@@ -310,29 +313,16 @@ class BlockRows(nn.Module):
         return self.rows(torch.where(flat < 0, flat + V, flat)).view(*ids.shape, self.source.d_in)
 
     def row(self, i: int) -> torch.Tensor:
-        """Row i (d_model,): rows() for one id, by plain indexing (a decode step does this once a token)."""
-        W = self.source
-        G, tile, r = W.d_in // GROUP, W.codes[i // 16], i % 16
-        if W.bits != 8:
-            return self.rows(torch.tensor([i], device=self.device))[0]
-        c = tile.view(G, 8, 16, 4)[:, :, r].reshape(G, GROUP)  # (G, 32)
-        dm = W.dm[i // 16][:, :, r].float()  # (G, 2)
-        return (c.float() * dm[:, :1] + dm[:, 1:]).view(W.d_in)
+        """Row i (d_model,): rows() for one id, by plain indexing into its tile, no gathers (a decode step
+        does this once a token)."""
+        c, d, m = self.source.blocks(i)  # (1, d_model), (1, G) twice
+        return (c.float().view(-1, GROUP) * d.view(-1, 1) + m.view(-1, 1)).view(self.source.d_in)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (N,) in 0..d_vocab-1 → their rows (N, d_model), the same arithmetic as BlockWeight.dequantize."""
-        W = self.source
-        R, r = ids // 16, ids % 16  # the tile of 16 outputs and the row within it (blockdot.c's layout)
-        G = W.d_in // GROUP
-        if W.bits == 8:
-            c = W.codes.view(-1, G, 8, 16, 4)[R, :, :, r, :]  # (N, G, quad, 4)
-        else:
-            p = W.codes.view(-1, G, 4, 16, 4)[R, :, :, r, :]  # (N, G, octet, 4)
-            c = torch.stack([p & 0x0F, p >> 4], dim=-2)  # (N, G, octet, half, 4)
-        dm = W.dm[R, :, :, r].float()  # (N, G, 2)
-        d, m = dm[..., 0], dm[..., 1]
-        x = c.reshape(len(ids), G, GROUP).float() * d[..., None] + m[..., None]  # (N, G, 32)
-        return x.reshape(len(ids), W.d_in)
+        c, d, m = self.source.blocks(ids)  # (N, d_model), (N, G) twice
+        x = c.float().view(len(ids), -1, GROUP) * d[..., None] + m[..., None]  # (N, G, 32)
+        return x.reshape(len(ids), self.source.d_in)
 
     def dequantize(self) -> torch.Tensor:  # (d_vocab, d_model) float32: every row, for tests and inspection
         return self.rows(torch.arange(self.source.d_out, device=self.device))
