@@ -29,7 +29,6 @@ from glassgpt.generate import SampleConfig
 from glassgpt.load import load_model
 
 HERE = Path(__file__).resolve().parent
-MIB = 2**20 / 1e6  # MB per MiB
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))  # generate.py beside this file
 TURNS = [
@@ -70,7 +69,7 @@ def main() -> None:
         chat = Chat(loaded, sample=sample)
         with torch.inference_mode():
             answers = [chat.reply(text).strip() for text in TURNS]
-        print(json.dumps({"peak_rss_mb": round(peak_rss_mb() * MIB, 1), "answers": answers}))
+        print(json.dumps({"peak_rss_mb": peak_rss_mb(), "answers": answers}))
         return
     kept, fresh = Chat(loaded, sample=sample), Chat(loaded, sample=sample, reuse_cache=False)
     rows = []
@@ -87,8 +86,8 @@ def main() -> None:
 
     from glassgpt.fast import weights_bytes
 
-    peak, weights_mb = round(peak_rss_mb() * MIB, 1), round(weights_bytes(loaded.model) / 1e6, 1)
-    bare = round(bare_torch_rss() * MIB, 1)  # (generate.py's counters are in MiB; everything here is in MB)
+    peak, weights_mb = peak_rss_mb(), round(weights_bytes(loaded.model) / 1e6, 1)
+    bare = bare_torch_rss()  # MB, as everything here
     cache = kept._cache  # reserved ahead (chat.RESERVE); a page is resident once a token is written to it
     kv_held_mb = round(cache.nbytes * cache.length / cache.capacity / 1e6, 1)
     alone = json.loads(subprocess.run([sys.executable, __file__, "--kept-only", "--weights", weights, "--threads",

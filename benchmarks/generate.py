@@ -156,10 +156,12 @@ def measure(impl: str, repeats: int, contexts: list[int], threads: int) -> dict:
             **({"kernels": runner.kernels()} if isinstance(runner, Ours) else {})}
 
 
-def bare_torch_rss() -> int:
-    code = ("import torch; print(next(int(l.split()[1]) // 1024 for l in open('/proc/self/status') "
+def bare_torch_rss() -> float:
+    """Peak RSS of a bare `python -c "import torch"`, in MB (10⁶ bytes), as peak_rss_mb counts."""
+    code = ("import torch; print(next(int(l.split()[1]) * 1024 / 1e6 for l in open('/proc/self/status') "
             "if l.startswith('VmHWM:')))")
-    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return round(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True).stdout), 1)
 
 
 def llama_available() -> bool:

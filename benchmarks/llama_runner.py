@@ -20,12 +20,13 @@ TEXT = ("It was the best of times, it was the worst of times, it was the age of 
         "it was the season of Darkness, it was the spring of hope, it was the winter of despair. ") * 200
 
 
-def peak_rss_mb() -> int:
-    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's, kept across exec)."""
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MB (10⁶ bytes, as the weights are counted: VmHWM's kB are KiB;
+    ru_maxrss would include the parent's, kept across exec)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024)
+                return round(int(line.split()[1]) * 1024 / 1e6, 1)
     return -1
 
 
