@@ -4,6 +4,8 @@ Small random Llama-style toys (RoPE, RMSNorm, SwiGLU, grouped-query attention) i
 through each kernel version this CPU has, at positions that cross the C code's blocks of keys (8 and 16).
 """
 
+import ctypes
+
 import pytest
 import torch
 
@@ -84,6 +86,39 @@ def test_the_c_step_starts_from_an_empty_cache(isa):
     model = _toy("int4", "d_head 32")
     ours, theirs = _steps(model, _c_step(model, isa), [], 20)  # position 0 first: attention over one key
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
+
+
+def _attention(q, K, V, pos, isa):
+    """step.c's attention alone (step_attention): q (H, d_head), K, V (H_kv, capacity, d_head) → z (H, d_head)."""
+    lib = kernels.library()
+    (H, d), (H_kv, capacity, _) = q.shape, K.shape
+    scores, buf, z = torch.empty(H, capacity), torch.empty(16, d), torch.empty(H, d)
+    lib.step_attention.restype = ctypes.c_int
+    rc = lib.step_attention(*map(ctypes.c_int, (H, H_kv, d)), *(ctypes.c_void_p(t.data_ptr()) for t in (q, K, V)),
+                            *map(ctypes.c_int, (K.dtype == torch.float16, capacity, pos, kernels.ISAS[isa][0])),
+                            *(ctypes.c_void_p(t.data_ptr()) for t in (scores, buf, z)))
+    assert rc == 0
+    return z
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("H, H_kv, d_head", [(9, 3, 64), (4, 2, 32), (4, 1, 64), (3, 1, 48), (2, 1, 128), (3, 1, 24)])
+def test_both_attention_versions_compute_softmax_qk_v_over_a_long_cache(H, H_kv, d_head, dtype):
+    """AVX-512 (blocks of 16 keys, three query heads a pass, SmolLM2's 9/3 × 64 unrolled) and AVX2 against
+    torch in float64 over hundreds of random keys, at lengths that end inside and at the end of a block."""
+    torch.manual_seed(0)
+    capacity = 400
+    q = 2 * torch.randn(H, d_head)
+    K, V = torch.randn(H_kv, capacity, d_head).to(dtype), torch.randn(H_kv, capacity, d_head).to(dtype)
+    for pos in (0, 15, 16, 300, capacity - 1):
+        k, v = (t[:, :pos + 1].double().repeat_interleave(H // H_kv, 0) for t in (K, V))  # (H, pos + 1, d_head)
+        pattern = torch.softmax(q.double().unsqueeze(1) @ k.transpose(1, 2) / d_head ** 0.5, -1)  # (H, 1, pos + 1)
+        want = (pattern @ v).squeeze(1)  # (H, d_head)
+        got = {isa: _attention(q, K, V, pos, isa) for isa in kernels.usable()}
+        for z in got.values():
+            assert (z - want).abs().max() < 1e-5 * want.abs().max()
+        if len(got) == 2:
+            assert (got["avx512-vnni"] - got["avx2"]).abs().max() < 1e-5 * got["avx2"].abs().max()
 
 
 def test_the_comparison_sees_a_missing_rotation():
