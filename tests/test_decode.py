@@ -9,6 +9,7 @@ from glassgpt.decode import DecodeStep, StaticKVCache, attend_one
 from glassgpt.errors import ContextLengthError
 from glassgpt.fast import pack_model
 from glassgpt.generate import SampleConfig, generate_ids, new_cache
+from toys import lean_and_glass
 
 V = 101
 
@@ -28,19 +29,9 @@ def _model(kind: str, mode: str = "fp32") -> GPT:
     return pack_model(model, mode)
 
 
-@torch.inference_mode()
 def _both(model, prompt, n_steps, kv_dtype=torch.float32, step=None):
     """Logits of n_steps one-token steps after `prompt`, through the glass box and through the lean step."""
-    step = step or DecodeStep(model)
-    glass, static = model.new_cache(), StaticKVCache(model.cfg, len(prompt) + n_steps, dtype=kv_dtype)
-    model(torch.tensor([prompt]), cache=glass)
-    model(torch.tensor([prompt]), cache=static)
-    ours, theirs, token = [], [], torch.tensor([[7]])
-    for _ in range(n_steps):
-        theirs.append(model(token, cache=glass)[:, -1])
-        ours.append(step(token, static))
-        token = theirs[-1].argmax(-1, keepdim=True)
-    return torch.cat(ours), torch.cat(theirs), static
+    return lean_and_glass(model, step or DecodeStep(model), prompt, n_steps, kv_dtype)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

@@ -15,6 +15,7 @@ from glassgpt.errors import GlassError
 from glassgpt.fast import pack_model
 from glassgpt.generate import SampleConfig, decode_step, generate_ids, new_cache
 from glassgpt.kernels.step import CStep, threads_asked, why_not
+from toys import lean_and_glass
 
 pytestmark = pytest.mark.skipif(not kernels.usable(), reason="no C kernel on this machine (GLASSGPT_KERNEL=torch, "
                                                               "no compiler or no AVX2): the torch step runs")
@@ -42,19 +43,10 @@ def _toy(mode: str, shape: str = "d_head 64", sharp: bool = False) -> GPT:
     return pack_model(model, mode)
 
 
-@torch.inference_mode()
 def _steps(model, step, prompt, n_steps, kv_dtype=torch.float32):
     """Logits of n_steps one-token steps after `prompt` through `step` (C or torch) and the glass box."""
-    glass, static = model.new_cache(), StaticKVCache(model.cfg, len(prompt) + n_steps, dtype=kv_dtype)
-    if prompt:
-        model(torch.tensor([prompt]), cache=glass)
-        model(torch.tensor([prompt]), cache=static)
-    ours, theirs, token = [], [], torch.tensor([[7]])
-    for _ in range(n_steps):
-        theirs.append(model(token, cache=glass)[:, -1])
-        ours.append(step(token, static))
-        token = theirs[-1].argmax(-1, keepdim=True)
-    return torch.cat(ours), torch.cat(theirs)
+    ours, theirs, _ = lean_and_glass(model, step, prompt, n_steps, kv_dtype)
+    return ours, theirs
 
 
 def _c_step(model, isa: str) -> DecodeStep:
