@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/decode_interleaved.py                      # every mode, transformers, llama.cpp
     .venv/bin/python benchmarks/decode_interleaved.py --impls fp16,int4 --rounds 9
 
+"int4-4kpages" is int4 with its weights left in 4 KB pages (GLASSGPT_HUGE_PAGES=0; the control for
+glassgpt.kernels.huge_pages, which every load of a block mode does).
 "int4-torchstep" is int4 through the torch lean step with a float32 cache (what every mode ran before
 glassgpt/kernels/step.c): beside "int4" (the C step, float16 cache, as generation runs it) it shows what
 the one-call step gains. The JSON records which step each glassgpt row ran ("c" or "torch") and its cache dtype.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -76,8 +79,14 @@ class TorchStep(Ours):
 
 
 def runners_for(names: list[str]) -> dict:
-    runners = make_runners([n for n in names if not n.endswith("-torchstep")])
+    runners = make_runners([n for n in names if not n.endswith(("-torchstep", "-4kpages"))])
     runners.update({n: TorchStep(n.removesuffix("-torchstep")) for n in names if n.endswith("-torchstep")})
+    for n in [n for n in names if n.endswith("-4kpages")]:  # the weights left in 4 KB pages (kernels.huge_pages)
+        os.environ["GLASSGPT_HUGE_PAGES"] = "0"
+        try:
+            runners[n] = Ours(n.removesuffix("-4kpages"))
+        finally:
+            del os.environ["GLASSGPT_HUGE_PAGES"]
     return {n: runners[n] for n in names if n in runners}
 
 
@@ -85,13 +94,14 @@ def step_report(r: Ours, cache) -> dict:
     """Which decode step a glassgpt row ran and on which cache."""
     if isinstance(r, TorchStep):
         return r.kernels()
-    return {**r.kernels(), "step": decode_step(r.model).ran if hasattr(cache, "capacity") else "glass box",
+    return {**r.kernels(), "huge_page_mb": round(getattr(r.model, "huge_page_bytes", 0) / 1e6, 1),
+            "step": decode_step(r.model).ran if hasattr(cache, "capacity") else "glass box",
             "cache": str(getattr(cache, "dtype", "")).removeprefix("torch.")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--impls", default=",".join(MODES) + ",int4-torchstep,transformers,llama.cpp")
+    ap.add_argument("--impls", default=",".join(MODES) + ",int4-4kpages,int4-torchstep,transformers,llama.cpp")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -17,6 +17,7 @@ from .convert.gguf import default_gguf_path, read_gguf_model
 from .convert.hf import check_hf_shapes, config_from_hf, load_hf_model, read_hf_folder
 from .convert.parts import ModelParts
 from .errors import CheckpointError, GlassError
+from . import kernels
 from .fast import pack_model, read_gguf_packed
 from .model import GPT
 from .tokenizer import BPETokenizer, Tokenizer, load_tokenizer
@@ -48,7 +49,9 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> Loaded:
 
 def load_packed_gguf(path: str | Path, weights: str = "fp32", cache: bool = True) -> Loaded:
     """A GGUF file with its layer matrices stored for decoding (glassgpt.fast), through the converted-weights cache."""
-    return loaded_from(read_gguf_packed(path, weights, cache), path, "gguf")
+    loaded = loaded_from(read_gguf_packed(path, weights, cache), path, "gguf")
+    kernels.huge_pages(loaded.model)  # the block weights into 2 MB pages: decoding streams them (kernels/__init__.py)
+    return loaded
 
 
 def load_run(path: str | Path) -> Loaded:
@@ -88,6 +91,7 @@ def load_model(spec: str | Path | None = None, weights: str = "fp32") -> Loaded:
     loaded = _load_folder(path)
     if weights != "fp32":
         pack_model(loaded.model, weights)
+        kernels.huge_pages(loaded.model)
     return loaded
 
 

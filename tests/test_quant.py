@@ -1,5 +1,7 @@
 """Packed weight matrices (glassgpt.quant): GGUF's own blocks read exactly, and x·W from each packing."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -207,3 +209,29 @@ def test_without_the_kernel_the_torch_reference_runs_and_says_why(monkeypatch, e
     w = BlockWeight.quantize(_matrix(d_in=64, d_out=32), 4)
     x = torch.randn(2, 64)
     assert w.kernel == "torch" and torch.equal(w(x), w.reference(x))
+
+
+def test_block_weights_moved_into_huge_pages_multiply_the_same_and_still_save(tmp_path):
+    """kernels.huge_pages copies each block weight's codes and scales into memory madvised for 2 MB pages:
+    the products are bitwise the same, each tensor has its own storage (a state dict still saves), and a
+    weight that is not a BlockWeight stays where it was."""
+    from safetensors.torch import load_file, save_file
+
+    model = torch.nn.Sequential(BlockWeight.quantize(_matrix(d_in=192, d_out=96), 4),
+                                BlockWeight.quantize(_matrix(d_in=96, d_out=64, seed=1), 8), FullWeight(_matrix(d_in=64, d_out=32)))
+    x = torch.randn(3, 192)
+    before = model(x)
+    pointers = [t.data_ptr() for t in model.state_dict().values()]
+    moved = kernels.huge_pages(model)
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.is_file() or "[never]" in thp.read_text():
+        assert moved == 0
+        pytest.skip("no transparent huge pages on this system: nothing moved (checked)")
+    state = model.state_dict()
+    assert moved == sum(w.codes.nbytes + w.dm.nbytes for w in model[:2])
+    after = [t.data_ptr() for t in state.values()]
+    changed = {k for k, a, b in zip(state, pointers, after) if a != b}
+    assert changed == {"0.codes", "0.dm", "1.codes", "1.dm"}  # (passes, the float weight: where they were)
+    assert torch.equal(model(x), before)
+    save_file(state, tmp_path / "w.safetensors")  # (refuses tensors that share memory)
+    assert all(torch.equal(v, state[k]) for k, v in load_file(tmp_path / "w.safetensors").items())
