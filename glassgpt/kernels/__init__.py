@@ -157,13 +157,12 @@ def huge_pages(model: torch.nn.Module) -> int:
     import mmap
     import platform
 
-    from ..quant import BlockWeight
-
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # "always [madvise] never": the choice in brackets
     if (platform.system() != "Linux" or not thp.is_file() or "[never]" in thp.read_text(errors="replace")
             or os.environ.get("GLASSGPT_HUGE_PAGES", "") == "0"):  # (=0: the control, in benchmarks)
         return 0
-    moves = [(w, name) for w in model.modules() if isinstance(w, BlockWeight) for name in ("codes", "dm")]
+    moves = [(w, name) for w in model.modules() if "codes" in w._buffers and "dm" in w._buffers  # BlockWeights
+             for name in ("codes", "dm")]  # (by their buffers: glassgpt.quant imports this module)
     sizes = [(getattr(w, name).numel() * getattr(w, name).element_size() + 63) & ~63 for w, name in moves]
     if not moves:
         return 0
