@@ -8,7 +8,11 @@
                                workers (spinning on `claim`) each take the next unclaimed piece until none
                                is left, and the caller returns once every piece is finished
      between sections          workers spin (pause) for up to SPINS checks, then sleep on a condition
-                               variable, so a model between steps or between generations costs no CPU
+                               variable
+     park()                    the step's last section is done: workers sleep at once instead of spinning
+                               (the first section of the next multi-thread step wakes them: one condition
+                               variable round trip a step), so between steps, between generations and
+                               during 1-thread steps they cost no CPU
 
    Pieces are claimed, not dealt: a worker the system has not scheduled (a machine busier than its cores)
    leaves its share to the others instead of stalling the step; the caller waits only for pieces in hand.
@@ -20,6 +24,7 @@
    workers: pthread_atfork starts it from scratch. */
 
 #include <pthread.h>
+#include <string.h>
 
 #define MAX_THREADS 16
 #define SPINS 200000 /* about a millisecond of pause instructions */
@@ -33,6 +38,10 @@ static struct {
     uint32_t finished;       /* pieces of the current section done */
     int workers;             /* worker threads started */
     int sleeping;            /* workers waiting on `wake` */
+    int parked;              /* 1: no section is coming soon, sleep now (park()); 0 while a step shares */
+    int64_t naps;            /* times a worker went to sleep (pool_state: the tests) */
+    uint64_t asleep_on[MAX_THREADS];  /* worker i asleep since this section (+1; 0: awake), under `lock` */
+    int64_t worker_pieces;   /* pieces the workers (not callers) did */
     pthread_mutex_t lock, busy;
     pthread_cond_t wake;
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .busy = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
@@ -42,31 +51,35 @@ static struct {
 #define NEXT(c) ((c) & 0xFFFFF)
 
 /* Take pieces of `section` and do them until none is left (or the section is over). */
-static void take_pieces(uint64_t section, Work work, const void *job) {
+static void take_pieces(uint64_t section, Work work, const void *job, int worker) {
     uint64_t c = __atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST);
     while (SECTION(c) == section && NEXT(c) < PIECES(c)) {
         if (!__atomic_compare_exchange_n(&pool.claim, &c, c + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
             continue;  /* (c now holds the current value) */
         work(job, (int)NEXT(c));
+        if (worker) __atomic_add_fetch(&pool.worker_pieces, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&pool.finished, 1, __ATOMIC_SEQ_CST);
         c = __atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST);
     }
 }
 
 static void *worker(void *arg) {
-    (void)arg;
+    int me = (int)(intptr_t)arg;
     uint64_t seen = SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST));
     for (;;) {
         uint64_t section;
         for (int spins = 0; (section = SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST))) == seen; spins++) {
-            if (spins < SPINS) {
+            if (spins < SPINS && !__atomic_load_n(&pool.parked, __ATOMIC_RELAXED)) {
                 _mm_pause();
                 continue;
             }
-            pthread_mutex_lock(&pool.lock);  /* nothing for a while: sleep until the next section */
+            pthread_mutex_lock(&pool.lock);  /* nothing for a while, or parked: sleep until the next section */
             __atomic_add_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&pool.naps, 1, __ATOMIC_RELAXED);
+            pool.asleep_on[me] = seen + 1;
             while (SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST)) == seen)
                 pthread_cond_wait(&pool.wake, &pool.lock);
+            pool.asleep_on[me] = 0;
             __atomic_sub_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
             pthread_mutex_unlock(&pool.lock);
             spins = 0;
@@ -75,19 +88,21 @@ static void *worker(void *arg) {
         /* the job may belong to a later section by now: then every claim below fails */
         Work work = __atomic_load_n(&pool.work, __ATOMIC_SEQ_CST);
         const void *job = __atomic_load_n(&pool.job, __ATOMIC_SEQ_CST);
-        take_pieces(section, work, job);
+        take_pieces(section, work, job, 1);
     }
     return NULL;
 }
 
 static void forget_workers(void) {  /* in a forked child: the threads did not come along */
-    pool.workers = pool.sleeping = 0;
+    pool.workers = pool.sleeping = pool.parked = 0;
+    memset(pool.asleep_on, 0, sizeof pool.asleep_on);
     pthread_mutex_init(&pool.lock, NULL);
     pthread_mutex_init(&pool.busy, NULL);
     pthread_cond_init(&pool.wake, NULL);
 }
 
-/* Start workers up to n - 1 (called with pool.busy held). Returns the threads there are, caller included. */
+/* Start workers up to n - 1 (called with pool.busy held). Returns the threads this step may use, caller
+   included: at most n (workers started for an earlier, wider step sit out a narrower one, asleep). */
 static int start_workers(int n) {
     static int registered = 0;
     if (!registered) {
@@ -100,12 +115,12 @@ static int start_workers(int n) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int failed = pthread_create(&t, &attr, worker, NULL);
+        int failed = pthread_create(&t, &attr, worker, (void *)(intptr_t)pool.workers);
         pthread_attr_destroy(&attr);
         if (failed) break;
         pool.workers++;
     }
-    return pool.workers + 1;
+    return n < pool.workers + 1 ? n : pool.workers + 1;
 }
 
 /* work(job, p) for every piece p < pieces, shared with the workers when `threads` > 1 (the caller holds
@@ -115,6 +130,7 @@ static void share(Work work, const void *job, int pieces, int threads) {
         for (int p = 0; p < pieces; p++) work(job, p);
         return;
     }
+    __atomic_store_n(&pool.parked, 0, __ATOMIC_SEQ_CST);
     uint64_t section = SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST)) + 1;
     __atomic_store_n(&pool.work, work, __ATOMIC_SEQ_CST);
     __atomic_store_n(&pool.job, job, __ATOMIC_SEQ_CST);
@@ -125,6 +141,22 @@ static void share(Work work, const void *job, int pieces, int threads) {
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
     }
-    take_pieces(section, work, job);
+    take_pieces(section, work, job, 0);
     while (__atomic_load_n(&pool.finished, __ATOMIC_SEQ_CST) < (uint32_t)pieces) _mm_pause();
+}
+
+/* The step is over: spinning workers go to sleep now (called with pool.busy held). */
+static void park(void) { __atomic_store_n(&pool.parked, 1, __ATOMIC_SEQ_CST); }
+
+/* For the tests: out = {workers started, workers asleep with no section missed (a woken worker the system
+   has not run yet is not counted), naps so far, pieces done by workers}. */
+void pool_state(int64_t out[4]) {
+    pthread_mutex_lock(&pool.lock);
+    uint64_t now = SECTION(__atomic_load_n(&pool.claim, __ATOMIC_SEQ_CST));
+    out[0] = pool.workers;
+    out[1] = 0;
+    for (int i = 0; i < pool.workers; i++) out[1] += pool.asleep_on[i] == now + 1;
+    out[2] = __atomic_load_n(&pool.naps, __ATOMIC_SEQ_CST);
+    out[3] = __atomic_load_n(&pool.worker_pieces, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&pool.lock);
 }

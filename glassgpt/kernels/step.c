@@ -583,6 +583,7 @@ int decode_step(const Model *m, int64_t token, int pos, void *K, void *V, int ha
     rms_norm(w.x, m->w_final, m->eps, D, w.h);
     quantize(w.h, &m->W_U, &w.a);
     product(threads, &w.a, isa, &m->W_U, logits, NULL, NULL, NULL, NULL);  /* (d_vocab,) */
+    park();  /* the workers sleep until the next step shares a section */
     pthread_mutex_unlock(&pool.busy);
     return 0;
 }
