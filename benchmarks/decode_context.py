@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/decode_context.py                          # fp32, fp16, int4; 1 thread
     .venv/bin/python benchmarks/decode_context.py --modes int4 --rounds 9 --contexts 128,1000,2000
     .venv/bin/python benchmarks/decode_context.py --answers float16   # does a half cache keep the answers?
+    .venv/bin/python benchmarks/decode_context.py --modes int4 --kv float16,int8   # the 8-bit cache beside
 
 Every variant lives in one process and they take turns (a busy minute slows all of them alike): each
 round, each variant decodes 8 greedy tokens after each context length, starting from a cache filled
@@ -13,8 +14,9 @@ once by one prefill of the longest context and set back to the length (a KV cach
     torch-step     glassgpt.decode.DecodeStep's torch step with a float32 StaticKVCache
     lean           DecodeStep as it runs (the C step of kernels/step.c where the model qualifies: int4,
                    int8, q4a8) with a float32 StaticKVCache
-    lean-float16kv the same with a float16 StaticKVCache (half the bytes a step reads from the cache: what
-                   generation makes for the C step); --kv bfloat16 adds a bfloat16 one (the torch step)
+    lean-float16kv the same with a float16 StaticKVCache (half the bytes a step reads from the cache);
+                   --kv int8 adds an int8 one (a quarter: int8 codes and a float32 scale per row of d_head,
+                   glassgpt.decode.quantize_rows), --kv bfloat16 a bfloat16 one (the torch step)
     lean-float16kv-2threads   the C step on that cache with 2 threads sharing each product (kernels/pool.c;
                    generation asks for it with GLASSGPT_DECODE_THREADS=2)
 
@@ -62,11 +64,11 @@ def variants(loaded, ids: list[int], kv_dtypes: list[str]) -> dict:
         layer.append(held.k.clone(), held.v.clone())
     out = {"glass-box": (lambda token, cache: model(token, cache=cache)[:, -1], glass)}
 
-    def copied(dtype: torch.dtype = torch.float32) -> StaticKVCache:
-        cache = StaticKVCache(model.cfg, exact.capacity, dtype=dtype)
-        cache.K.copy_(exact.K)
-        cache.V.copy_(exact.V)
-        cache.advance(exact.length)
+    def copied(dtype: torch.dtype = torch.float32) -> StaticKVCache:  # the float32 prefill, rounded to dtype
+        cache, n = StaticKVCache(model.cfg, exact.capacity, dtype=dtype), exact.length
+        for i in range(model.cfg.n_layers):
+            cache.write(i, 0, exact.keys(i, n), exact.values(i, n))
+        cache.advance(n)
         return cache
 
     c_step = DecodeStep(model).c is not None
@@ -127,15 +129,19 @@ def cache_name(cache) -> str:
     return str(cache.K.dtype).removeprefix("torch.") if hasattr(cache, "K") else "float32 (growing)"
 
 
-def element_bytes(cache) -> int:
-    return cache.K.element_size() if hasattr(cache, "K") else 4
+def cache_mb(cache) -> float:
+    """MB the cache holds for the tokens it has (an int8 cache: with its scales)."""
+    if hasattr(cache, "K"):
+        return cache.nbytes * cache.length / cache.capacity / 1e6
+    return 2 * sum(layer.k.numel() for layer in cache.layers) * 4 / 1e6
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--modes", default="fp32,fp16,int4")
     ap.add_argument("--contexts", default="128,2000")
-    ap.add_argument("--kv", default="float16", help="half-precision cache dtypes to try (comma-separated, or '')")
+    ap.add_argument("--kv", default="float16,int8", help="lower-precision cache dtypes to try: float16, int8, "
+                    "bfloat16 (comma-separated, or '')")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--answers", metavar="DTYPE", help="compare a DTYPE cache's answers with float32's instead of timing")
@@ -192,8 +198,7 @@ def main() -> None:
                      "max_logit_diff_vs_glass_box": round(drift[name], 5),
                      "step": getattr(runs[name][0], "ran", "glass box"), "cache": cache_name(runs[name][1]),
                      "c_threads": getattr(getattr(runs[name][0], "c", None), "threads", None),
-                     "kv_cache_mb_at_longest": round(2 * runs[name][1].layers[0].k.numel() * len(runs[name][1].layers)
-                                                     * element_bytes(runs[name][1]) / 1e6, 1)})
+                     "kv_cache_mb_at_longest": round(cache_mb(runs[name][1]), 1)})
     result = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "steps_per_round": STEPS,
               "contexts": contexts, "rows": rows}
     print(f"{'variant':<26} " + " ".join(f"{'ms @' + str(n):>9}" for n in contexts) + f" {'growth':>7} "

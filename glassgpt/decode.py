@@ -50,19 +50,19 @@ class StaticLayerKV:
 
     @property
     def k(self) -> torch.Tensor:  # (B, n_kv_heads, length, d_head), float32 as the model computes
-        return self.cache.K[self.i, :, :, : self.length].float()
+        return self.cache.keys(self.i, self.length).float()
 
     @property
     def v(self) -> torch.Tensor:
-        return self.cache.V[self.i, :, :, : self.length].float()
+        return self.cache.values(self.i, self.length).float()
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new tokens' keys and values (B, n_kv_heads, n, d_head) in place; return all so far."""
+        """Write the new tokens' keys and values (B, n_kv_heads, n, d_head) in place (rounded to the cache's
+        dtype, as the decode step rounds them); return all so far, as the cache holds them."""
         end = self.length + k.shape[2]
         if end > self.cache.capacity:
             raise ContextLengthError(f"{end} tokens exceed the KV cache's capacity of {self.cache.capacity}")
-        self.cache.K[self.i, :, :, self.length: end] = k
-        self.cache.V[self.i, :, :, self.length: end] = v
+        self.cache.write(self.i, self.length, k, v)
         self.length = end
         return self.k, self.v
 
@@ -73,11 +73,23 @@ class StaticLayerKV:
         self.cache.select(rows)
 
 
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., d_head) → int8 codes (..., d_head) and float32 scales (...), one scale a row (one position of one
+    head): scale = max|x| / 127, code = round(x / scale) (half to even), so code·scale is within scale/2 of x.
+    An all-zero row gets scale 0 and codes 0. step.c's store_kv rounds the same way, bit for bit (tested)."""
+    x = x.float()
+    scale = x.abs().amax(-1) / 127
+    codes = torch.where(scale.unsqueeze(-1) > 0, x / scale.unsqueeze(-1), 0.0).round()
+    return codes.to(torch.int8), scale
+
+
 class StaticKVCache:
     """Keys and values of every layer for up to `capacity` tokens, allocated once.
 
     dtype: float32 keeps the glass box's numbers exactly; bfloat16 / float16 halve the bytes a step reads
-    (attention then runs on the rounded keys and values). The memory is reserved, not touched, until written.
+    (attention then runs on the rounded keys and values); int8 stores each row of d_head keys (or values) as
+    int8 codes and one float32 scale, row = codes · scale (quantize_rows): about a quarter of float32's bytes.
+    The memory is reserved, not touched, until written.
     """
 
     def __init__(self, cfg, capacity: int, batch: int = 1, dtype: torch.dtype = torch.float32, device=None):
@@ -85,7 +97,15 @@ class StaticKVCache:
         shape = (cfg.n_layers, batch, cfg.n_kv_heads, capacity, cfg.d_head)
         self.K = torch.empty(shape, dtype=dtype, device=device)  # (n_layers, B, n_kv_heads, capacity, d_head)
         self.V = torch.empty(shape, dtype=dtype, device=device)
+        self.K_scale = self.V_scale = None  # int8: (n_layers, B, n_kv_heads, capacity) float32, a scale a row
+        if dtype == torch.int8:
+            self.K_scale = torch.empty(shape[:4], device=device)
+            self.V_scale = torch.empty(shape[:4], device=device)
         self.layers = [StaticLayerKV(self, i) for i in range(cfg.n_layers)]
+
+    @property
+    def quantized(self) -> bool:
+        return self.K_scale is not None
 
     @property
     def length(self) -> int:
@@ -93,25 +113,56 @@ class StaticKVCache:
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.K.numel() * self.K.element_size()
+        scales = 2 * self.K_scale.numel() * 4 if self.quantized else 0
+        return 2 * self.K.numel() * self.K.element_size() + scales
 
     def advance(self, n: int = 1) -> None:
         for layer in self.layers:
             layer.length += n
+
+    def write(self, i: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Layer i's keys and values k, v (B, n_kv_heads, n, d_head) at positions start .. start + n, rounded to
+        the cache's dtype (int8: quantize_rows)."""
+        end = start + k.shape[2]
+        if self.quantized:
+            self.K[i, :, :, start: end], self.K_scale[i, :, :, start: end] = quantize_rows(k)
+            self.V[i, :, :, start: end], self.V_scale[i, :, :, start: end] = quantize_rows(v)
+        else:
+            self.K[i, :, :, start: end] = k
+            self.V[i, :, :, start: end] = v
+
+    def keys(self, i: int, n: int) -> torch.Tensor:
+        """Layer i's first n keys (B, n_kv_heads, n, d_head): in the cache's dtype, or float32 (int8: codes·scale)."""
+        return self._rows(self.K, self.K_scale, i, n)
+
+    def values(self, i: int, n: int) -> torch.Tensor:
+        return self._rows(self.V, self.V_scale, i, n)
+
+    @staticmethod
+    def _rows(codes: torch.Tensor, scale: torch.Tensor | None, i: int, n: int) -> torch.Tensor:
+        if scale is None:
+            return codes[i, :, :, :n]
+        return codes[i, :, :, :n].float() * scale[i, :, :, :n].unsqueeze(-1)
+
+    def _tensors(self) -> list[str]:
+        return ["K", "V"] + (["K_scale", "V_scale"] if self.quantized else [])
 
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` tokens (between generations, never inside one): one copy of what is held."""
         if capacity <= self.capacity:
             return
         n = self.length
-        K = self.K.new_empty(self.K.shape[:3] + (capacity,) + self.K.shape[4:])
-        V = torch.empty_like(K)
-        K[:, :, :, :n], V[:, :, :, :n] = self.K[:, :, :, :n], self.V[:, :, :, :n]
-        self.K, self.V, self.capacity = K, V, capacity
+        for name in self._tensors():  # K, V (…, capacity, d_head); scales (…, capacity)
+            old = getattr(self, name)
+            new = old.new_empty(old.shape[:3] + (capacity,) + old.shape[4:])
+            new[:, :, :, :n] = old[:, :, :, :n]
+            setattr(self, name, new)
+        self.capacity = capacity
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only some batch rows."""
-        self.K, self.V = self.K[:, rows], self.V[:, rows]
+        for name in self._tensors():
+            setattr(self, name, getattr(self, name)[:, rows])
 
 
 def supports(model) -> bool:
@@ -149,14 +200,14 @@ class DecodeStep:
         pos = cache.length
         if pos >= cache.capacity:
             raise ContextLengthError(f"{pos + 1} tokens exceed the KV cache's capacity of {cache.capacity}")
-        if self.c is not None and self.c.takes(tokens, cache.K):
-            logits, self.ran = self.c(tokens, cache.K, cache.V, pos), "c"
+        if self.c is not None and self.c.takes(tokens, cache):
+            logits, self.ran = self.c(tokens, cache, pos), "c"
         else:
-            logits, self.ran = self.step(tokens, cache.K, cache.V, pos), "torch"
+            logits, self.ran = self.step(tokens, cache, pos), "torch"
         cache.advance(1)
         return logits
 
-    def step(self, tokens: torch.Tensor, K: torch.Tensor, V: torch.Tensor, pos: int) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, cache: StaticKVCache, pos: int) -> torch.Tensor:
         model = self.model
         x = model.embed.W_E[tokens]  # (B, 1, d_model)
         if model.embed.W_pos is not None:
@@ -165,15 +216,15 @@ class DecodeStep:
         if self.rope is not None:
             cos, sin = self.rope.cos[pos], self.rope.sin[pos] * self.sign  # (d_head,) each: this position's rotation
         for i, block in enumerate(model.blocks):
-            x = x + self.attention(block.attn, block.ln1(x), K[i], V[i], pos, cos, sin)
+            x = x + self.attention(block.attn, block.ln1(x), cache, i, pos, cos, sin)
             x = x + block.mlp(block.ln2(x))
         return model.unembed(x, model.embed.W_E)[:, -1]  # (B, d_vocab)
 
     @staticmethod
-    def attention(attn, x, K, V, pos, cos, sin) -> torch.Tensor:
+    def attention(attn, x, cache: StaticKVCache, i: int, pos: int, cos, sin) -> torch.Tensor:
         """One query: x (B, 1, d_model) → the attention sub-layer's output (B, 1, d_model).
 
-        K, V: this layer's cache (B, n_kv_heads, capacity, d_head); the new key and value go to `pos`.
+        The new key and value go to layer i of the cache at `pos`; attention reads its positions 0..pos.
         """
         B = x.shape[0]
         H, H_kv, d_head = attn.n_heads, attn.n_kv_heads, attn.d_head
@@ -182,10 +233,9 @@ class DecodeStep:
         v = project(x, attn.W_V, attn.b_V).view(B, H_kv, 1, d_head)
         if cos is not None:
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        K[:, :, pos: pos + 1] = k  # in place: the cache was allocated once
-        V[:, :, pos: pos + 1] = v
-        keys, values = K[:, :, : pos + 1], V[:, :, : pos + 1]  # (B, H_kv, pos + 1, d_head)
-        if keys.dtype == torch.float32:
+        cache.write(i, pos, k, v)  # in place: the cache was allocated once
+        keys, values = cache.keys(i, pos + 1), cache.values(i, pos + 1)  # (B, H_kv, pos + 1, d_head)
+        if keys.dtype == torch.float32:  # (an int8 cache reads as float32: codes·scale)
             z = F.scaled_dot_product_attention(q, keys, values, enable_gqa=H != H_kv)  # (B, H, 1, d_head)
         else:
             z = attend_one(q, keys, values)

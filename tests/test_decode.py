@@ -57,14 +57,15 @@ def test_the_static_cache_is_written_in_place_and_refuses_to_overflow():
             step(torch.tensor([[4]]), cache)
 
 
-def test_reserve_keeps_what_the_cache_holds():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
+def test_reserve_keeps_what_the_cache_holds(dtype):
     model = _model("llama")
     with torch.inference_mode():
-        cache = StaticKVCache(model.cfg, 5)
+        cache = StaticKVCache(model.cfg, 5, dtype=dtype)
         model(torch.tensor([[1, 2, 3, 4]]), cache=cache)
-        before = cache.layers[1].k.clone()
+        before = cache.layers[1].k.clone(), cache.layers[1].v.clone()  # (int8: codes and scales, as float32)
         cache.reserve(12)
-        assert cache.capacity == 12 and torch.equal(cache.layers[1].k, before)
+        assert cache.capacity == 12 and all(torch.equal(a, b) for a, b in zip(before, (cache.layers[1].k, cache.layers[1].v)))
         assert DecodeStep(model)(torch.tensor([[4]]), cache).shape == (1, V)
 
 
@@ -80,12 +81,14 @@ def test_one_query_against_half_precision_keys_is_attention_on_the_rounded_keys(
         assert (got - F.scaled_dot_product_attention(q, k, v, enable_gqa=True)).abs().max() > 1e-4  # control
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
-def test_a_half_precision_cache_stays_near_the_exact_logits(kind):
+def test_a_half_precision_or_int8_cache_stays_near_the_exact_logits(kind, dtype):
     model = _model(kind)
-    ours, theirs, _ = _both(model, [3, 1, 4, 1, 5, 9, 2, 6], 8, kv_dtype=torch.bfloat16)
+    ours, theirs, static = _both(model, [3, 1, 4, 1, 5, 9, 2, 6], 8, kv_dtype=dtype)
     drift = (ours - theirs).abs().max()
     assert 0 < drift < 0.05 * theirs.abs().max()
+    assert static.K.dtype == dtype and static.nbytes < StaticKVCache(model.cfg, static.capacity).nbytes / 1.8
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

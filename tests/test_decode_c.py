@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from glassgpt import GPT, kernels, preset
-from glassgpt.decode import DecodeStep, StaticKVCache, cache_dtype
+from glassgpt.decode import DecodeStep, StaticKVCache, cache_dtype, quantize_rows
 from glassgpt.errors import GlassError
 from glassgpt.fast import pack_model
 from glassgpt.generate import SampleConfig, decode_step, generate_ids, new_cache
-from glassgpt.kernels.step import CStep, threads_asked, why_not
+from glassgpt.kernels.step import CACHE_DTYPES, CStep, threads_asked, why_not
 from toys import lean_and_glass
 
 pytestmark = pytest.mark.skipif(not kernels.usable(), reason="no C kernel on this machine (GLASSGPT_KERNEL=torch, "
@@ -80,14 +80,16 @@ def test_the_c_step_starts_from_an_empty_cache(isa):
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
 
 
-def _attention(q, K, V, pos, isa):
-    """step.c's attention alone (step_attention): q (H, d_head), K, V (H_kv, capacity, d_head) → z (H, d_head)."""
+def _attention(q, K, V, pos, isa, K_scale=None, V_scale=None):
+    """step.c's attention alone (step_attention): q (H, d_head), K, V (H_kv, capacity, d_head) float32, float16
+    or int8 codes with K_scale, V_scale (H_kv, capacity) → z (H, d_head)."""
     lib = kernels.library()
     (H, d), (H_kv, capacity, _) = q.shape, K.shape
     scores, buf, z = torch.empty(H, capacity), torch.empty(16, d), torch.empty(H, d)
     lib.step_attention.restype = ctypes.c_int
-    rc = lib.step_attention(*map(ctypes.c_int, (H, H_kv, d)), *(ctypes.c_void_p(t.data_ptr()) for t in (q, K, V)),
-                            *map(ctypes.c_int, (K.dtype == torch.float16, capacity, pos, kernels.ISAS[isa][0])),
+    pointers = [ctypes.c_void_p(None if t is None else t.data_ptr()) for t in (q, K, V, K_scale, V_scale)]
+    rc = lib.step_attention(*map(ctypes.c_int, (H, H_kv, d)), *pointers,
+                            *map(ctypes.c_int, (CACHE_DTYPES[K.dtype], capacity, pos, kernels.ISAS[isa][0])),
                             *(ctypes.c_void_p(t.data_ptr()) for t in (scores, buf, z)))
     assert rc == 0
     return z
@@ -215,11 +217,18 @@ def test_sizes_step_c_refuses_are_one_line_errors():
     c = CStep(model)
     cache = StaticKVCache(model.cfg, 4)
     with pytest.raises(GlassError, match="refused token 4 at position 4 of a cache of 4"):
-        c(torch.tensor([[4]]), cache.K, cache.V, 4)
+        c(torch.tensor([[4]]), cache, 4)
     with pytest.raises(GlassError, match="one row"):
-        c(torch.tensor([[4]]), cache.K, cache.V[:, :, :, :2], 0)
+        c(torch.tensor([[4], [4]]), cache, 0)
+    cache.V = cache.V[:, :, :, :2]
+    with pytest.raises(GlassError, match="one row"):
+        c(torch.tensor([[4]]), cache, 0)
     with pytest.raises(GlassError, match="refused token 500"):
-        c(torch.tensor([[500]]), cache.K, cache.V, 0)
+        c(torch.tensor([[500]]), StaticKVCache(model.cfg, 4), 0)
+    eight = StaticKVCache(model.cfg, 4, dtype=torch.int8)
+    eight.V_scale = None  # an int8 cache without its scales
+    with pytest.raises(GlassError, match="int8 cache"):
+        c(torch.tensor([[4]]), eight, 0)
 
 
 def test_a_failed_build_leaves_nothing_in_the_cache_folder(monkeypatch, tmp_path):
@@ -239,7 +248,7 @@ def _c_logits(model, threads: int, n_steps: int = 40) -> torch.Tensor:
     step, cache = CStep(model, threads=threads), StaticKVCache(model.cfg, n_steps)
     out, token = [], torch.tensor([[7]])
     for pos in range(n_steps):
-        out.append(step(token, cache.K, cache.V, pos))
+        out.append(step(token, cache, pos))
         token = out[-1].argmax(-1, keepdim=True)
     return torch.cat(out)
 
@@ -290,3 +299,100 @@ def test_a_bad_thread_count_is_a_one_line_error(monkeypatch):
     monkeypatch.setenv("GLASSGPT_DECODE_THREADS", "lots")
     with pytest.raises(GlassError, match="GLASSGPT_DECODE_THREADS must be a number from 1 to 16 or 'torch', got 'lots'"):
         threads_asked()
+
+
+def _int8_cache(H_kv: int, capacity: int, d_head: int):
+    """Random keys and values (H_kv, capacity, d_head) with a few outlier channels, as int8 codes and scales."""
+    K, V = torch.randn(H_kv, capacity, d_head), torch.randn(H_kv, capacity, d_head)
+    K[..., :2] *= 8  # channels far larger than the rest, as real keys have: they set each row's scale
+    return K, V, quantize_rows(K), quantize_rows(V)
+
+
+def _softmax_qk_v(q, K, V, pos, H):
+    """float64 attention of q (H, d_head) over positions 0..pos of K, V (H_kv, ·, d_head) → (H, d_head)."""
+    d_head, H_kv = q.shape[1], K.shape[0]
+    k, v = (t[:, :pos + 1].double().repeat_interleave(H // H_kv, 0) for t in (K, V))  # (H, pos + 1, d_head)
+    pattern = torch.softmax(q.double().unsqueeze(1) @ k.transpose(1, 2) / d_head ** 0.5, -1)  # (H, 1, pos + 1)
+    return (pattern @ v).squeeze(1)
+
+
+@pytest.mark.parametrize("H, H_kv, d_head", [(9, 3, 64), (4, 2, 32), (3, 1, 48), (2, 1, 128), (3, 1, 24)])
+def test_both_attention_versions_read_an_int8_cache_as_codes_times_scales(H, H_kv, d_head):
+    """Against float64 torch on the same rounded keys and values (codes·scale): as close as the float32 caches
+    above. Against the keys and values before rounding: within the bound the rounding allows, derived from the
+    scales — each element moves by at most scale/2, so each score by at most δ = max‖q‖₁·scale_K/2/√d_head, each
+    weight of the pattern by a factor within e^±2δ, and z by at most max(scale_V)/2 + (e^2δ - 1)·max|v|."""
+    torch.manual_seed(0)
+    capacity = 400
+    q = torch.randn(H, d_head)
+    K, V, (K8, K_scale), (V8, V_scale) = _int8_cache(H_kv, capacity, d_head)
+    rounded = [codes.float() * scale.unsqueeze(-1) for codes, scale in ((K8, K_scale), (V8, V_scale))]
+    for pos in (0, 15, 16, 300, capacity - 1):
+        want = _softmax_qk_v(q, *rounded, pos, H)
+        exact = _softmax_qk_v(q, K, V, pos, H)
+        delta = q.abs().sum(1).max() * K_scale[:, :pos + 1].max() / 2 / d_head ** 0.5
+        bound = V_scale[:, :pos + 1].max() / 2 + (torch.exp(2 * delta) - 1) * rounded[1][:, :pos + 1].abs().max()
+        for isa in kernels.usable():
+            z = _attention(q, K8, V8, pos, isa, K_scale, V_scale)
+            assert (z - want).abs().max() < 1e-5 * want.abs().max()
+            assert 0 < (z - exact).abs().max() < bound  # (0: the rounding was not read)
+
+
+def test_the_int8_comparison_sees_scales_one_step_off():
+    """The control for the test above: had step.c divided by 128 instead of 127 (every scale 127/128 of the
+    right one), its output would part from the reference far beyond the tolerance there."""
+    torch.manual_seed(0)
+    H, H_kv, d_head, pos = 9, 3, 64, 300
+    q = torch.randn(H, d_head)
+    K, V, (K8, K_scale), (V8, V_scale) = _int8_cache(H_kv, 400, d_head)
+    off = [codes.float() * (scale * 127 / 128).unsqueeze(-1) for codes, scale in ((K8, K_scale), (V8, V_scale))]
+    wrong = _softmax_qk_v(q, *off, pos, H)
+    for isa in kernels.usable():
+        z = _attention(q, K8, V8, pos, isa, K_scale, V_scale)
+        assert (z - wrong).abs().max() > 100 * 1e-5 * wrong.abs().max()
+
+
+def test_the_c_step_writes_int8_rows_as_quantize_rows_does():
+    """Layer 0's keys and values come from the tokens alone (no attention before them): at every position the
+    C step wrote, its codes and scales are quantize_rows of the float32 cache's, bit for bit."""
+    model = _toy("int4")
+    prompt = [3, 1, 4, 1, 5]
+    _, _, full = lean_and_glass(model, DecodeStep(model), prompt, 30)
+    _, _, eight = lean_and_glass(model, DecodeStep(model), prompt, 30, torch.int8)
+    for held, codes, scales in ((full.K, eight.K, eight.K_scale), (full.V, eight.V, eight.V_scale)):
+        want_codes, want_scales = quantize_rows(held[0])  # the prompt's (GPT.forward) and the steps' rows
+        assert torch.equal(codes[0], want_codes) and torch.equal(scales[0], want_scales)
+        assert codes[0].abs().max() == 127 and len(codes[0].unique()) > 100
+
+
+@pytest.mark.parametrize("isa", kernels.usable())
+def test_an_int8_cache_in_c_reads_what_the_torch_step_reads(isa):
+    """The C step and the torch step on int8 caches (each writing its own rows: the same up to float32's last
+    bits, so a code may differ by one here and there) against the glass box on float32."""
+    model = _toy("int4", "d_head 64")
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5]
+    ours, theirs, _ = lean_and_glass(model, _c_step(model, isa), prompt, 30, torch.int8)
+    torch_step, _, _ = lean_and_glass(model, DecodeStep(model, c=False), prompt, 30, torch.int8)
+    drift = (ours - theirs).abs().max()
+    assert 0 < drift < 0.05 * theirs.abs().max()  # (measured: 0.0026 of it)
+    assert (ours - torch_step).abs().max() < 0.1 * drift  # (measured: 0.06 of the drift)
+
+
+def test_generation_through_the_c_step_on_an_int8_cache_equals_the_glass_box_on_int8():
+    """Greedy tokens through the C step with an int8 cache against GPT.forward recomputing the whole sequence
+    each token into a fresh int8 cache (the glass box on the same rounding: quantize_rows of each layer's keys
+    and values). Against the float32 glass box the int8 rounding decides some of this toy's tokens: a control."""
+    model = _toy("int4", sharp=True)
+    model.kv_dtype = torch.int8
+    prompt = [3, 1, 4, 1, 5]
+    got = [int(t[0]) for t in generate_ids(model, [prompt], SampleConfig(max_new_tokens=30, temperature=0))]
+    assert decode_step(model).ran == "c" and new_cache(model, 8).K.dtype == torch.int8
+    seq, exact = list(prompt), list(prompt)
+    with torch.inference_mode():
+        for _ in range(30):
+            cache = StaticKVCache(model.cfg, len(seq), dtype=torch.int8)
+            seq.append(int(model(torch.tensor([seq]), cache=cache)[0, -1].argmax()))
+            exact.append(int(model(torch.tensor([exact]))[0, -1].argmax()))
+    assert got == seq[len(prompt):]
+    assert len(set(got)) > 3
+    assert exact != seq  # (the float32 glass box parts at token 4)

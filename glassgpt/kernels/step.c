@@ -19,7 +19,11 @@
    Every matrix is a BlockWeight (glassgpt/quant.py): its product is blockdot.c's, included below, with
    the activation row rounded to int8 passes by quantize_row and multiplied a tile of 16 outputs at a time
    by tile_avx512 or tile_avx2. Norms, RoPE, softmax and the sums of attention stay float32. The keys and
-   values are float32 (the torch step's numbers) or float16 (half the bytes attention reads; F16C).
+   values are float32 (the torch step's numbers), float16 (half the bytes attention reads; F16C) or int8
+   (a quarter: each row of d_head keys or values, one position of one head, is int8 codes and one float32
+   scale, row = codes·scale, rounded by store_kv as glassgpt/decode.py's quantize_rows rounds). With int8,
+   attention works on the codes and the scales come in after the sums: a key's scale multiplies its score,
+   a value's scale its weight in the pattern (scale_by_row), so the inner loops only widen codes to float.
    Attention's sums use AVX-512 in the avx512-vnni version (d_head a multiple of 16), AVX2 with FMA
    otherwise; softmax and the element-wise stages use AVX2 with FMA, which both kernel versions have.
 
@@ -101,17 +105,25 @@ AVX2 static __m256 sum8(const __m256 a[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-/* 8 keys or values from the cache as float32 (the cache is float32, or float16 when half is set). */
-AVX2 static inline __m256 load8(const void *row, size_t i, int half) {
-    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)))
-                : _mm256_loadu_ps((const float *)row + i);
-}
+/* ----------------------------------------------------------------------------- the KV cache */
 
-AVX2 static inline void store8(void *row, size_t i, __m256 v, int half) {
-    if (half)
-        _mm_storeu_si128((__m128i *)((uint16_t *)row + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    else
-        _mm256_storeu_ps((float *)row + i, v);
+/* The cache's element types (glassgpt/kernels/step.py's CACHE_DTYPES). */
+enum { F32 = 0, F16 = 1, I8 = 2 };
+
+static inline size_t element_bytes(int type) { return type == F32 ? 4 : type == F16 ? 2 : 1; }
+
+typedef struct {  /* the static KV cache of one batch row (glassgpt/decode.py's StaticKVCache) */
+    void *K, *V;               /* (n_layers, n_kv_heads, capacity, d_head) of `type` */
+    float *K_scale, *V_scale;  /* I8: (n_layers, n_kv_heads, capacity), row s = codes[s]·scale[s]; else NULL */
+    int32_t type, capacity;
+} Cache;
+
+/* 8 keys or values from the cache as float32: float32 as they are, float16 widened, int8 codes widened
+   (their row's scale not applied). */
+AVX2 static inline __m256 load8(const void *row, size_t i, int type) {
+    if (type == F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    if (type == I8) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)row + i))));
+    return _mm256_loadu_ps((const float *)row + i);
 }
 
 /* ----------------------------------------------------------------------------- the stages */
@@ -191,17 +203,17 @@ static void rotate(float *x, int n_heads, int d_head, const float *cos, const fl
     }
 }
 
-/* rows [s0, s1) of a float16 cache (·, d_head) as float32 in `out` (a block small enough for L1). */
-AVX2 static void widen(const uint16_t *cache, int s0, int s1, int d_head, float *out) {
+/* rows [s0, s1) of a float16 or int8 cache (·, d_head) as float32 in `out` (a block small enough for L1). */
+AVX2 static void widen(const void *cache, int type, int s0, int s1, int d_head, float *out) {
     for (size_t i = (size_t)s0 * d_head, j = 0; i < (size_t)s1 * d_head; i += 8, j += 8)
-        _mm256_storeu_ps(out + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(cache + i))));
+        _mm256_storeu_ps(out + j, load8(cache, i, type));
 }
 
-/* The block's keys and values as float32: the cache's own rows, or (float16 cache) widened into `buf`. */
-static const float *rows(const void *cache, int half, int s0, int s1, int d_head, float *buf) {
-    if (!half)
+/* The block's keys and values as float32 (int8: the codes): the cache's own rows, or widened into `buf`. */
+static const float *rows(const void *cache, int type, int s0, int s1, int d_head, float *buf) {
+    if (type == F32)
         return (const float *)cache + (size_t)s0 * d_head;
-    widen(cache, s0, s1, d_head, buf);
+    widen(cache, type, s0, s1, d_head, buf);
     return buf;
 }
 
@@ -247,21 +259,21 @@ AVX2 static INLINE void sum_values(const float *p, const float *v, int n, int d_
 }
 
 /* Ask for the block after next while this one is computed: the cache streams from memory. */
-static inline void prefetch(const void *cache, int half, int s, int n, int d_head) {
+static inline void prefetch(const void *cache, int type, int s, int n, int d_head) {
     if (s >= n) return;
-    const char *at = (const char *)cache + (size_t)s * d_head * (half ? 2 : 4);
-    for (size_t b = 0; b < (size_t)POSITIONS * d_head * (half ? 2 : 4); b += 64) _mm_prefetch(at + b, _MM_HINT_T0);
+    const char *at = (const char *)cache + (size_t)s * d_head * element_bytes(type);
+    for (size_t b = 0; b < (size_t)POSITIONS * d_head * element_bytes(type); b += 64) _mm_prefetch(at + b, _MM_HINT_T0);
 }
 
 /* scores[g][s] = q_g·K[s] / √d_head for the group's query heads g and positions s < n.
-   q (group, d_head); K (n, d_head) float32 or float16; scores (group, stride); buf: room for one block. */
-AVX2 static void attention_scores(const float *q, int group, const void *K, int half, int n, int d_head,
+   q (group, d_head); K (n, d_head) of `type` (int8: the codes); scores (group, stride); buf: room for one block. */
+AVX2 static void attention_scores(const float *q, int group, const void *K, int type, int n, int d_head,
                                   float *scores, int stride, float *buf) {
     const float scale = 1.0f / sqrtf((float)d_head);
     for (int s0 = 0; s0 < n; s0 += POSITIONS) {
         int s1 = s0 + POSITIONS < n ? s0 + POSITIONS : n;
-        prefetch(K, half, s0 + 2 * POSITIONS, n, d_head);
-        const float *k = rows(K, half, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
+        prefetch(K, type, s0 + 2 * POSITIONS, n, d_head);
+        const float *k = rows(K, type, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
         for (int g = 0; g < group; g++) {
             if (d_head == 64)  /* SmolLM2's, Llama's: unrolled */
                 dot_keys(q + (size_t)g * d_head, k, s1 - s0, 64, scale, scores + (size_t)g * stride + s0);
@@ -295,15 +307,15 @@ AVX2 static void softmax(float *row, int n) {
     for (; s < n; s++) row[s] *= 1.0f / total;
 }
 
-/* z_g = Σ_s pattern[g][s]·V[s]. pattern (group, stride); V (n, d_head) float32 or float16;
+/* z_g = Σ_s pattern[g][s]·V[s]. pattern (group, stride); V (n, d_head) of `type` (int8: the codes);
    z (group, d_head); buf: room for one block of values. */
-AVX2 static void attention_values(const float *pattern, int group, int stride, const void *V, int half, int n,
+AVX2 static void attention_values(const float *pattern, int group, int stride, const void *V, int type, int n,
                                   int d_head, float *z, float *buf) {
     memset(z, 0, sizeof(float) * (size_t)group * d_head);
     for (int s0 = 0; s0 < n; s0 += POSITIONS) {
         int s1 = s0 + POSITIONS < n ? s0 + POSITIONS : n;
-        prefetch(V, half, s0 + 2 * POSITIONS, n, d_head);
-        const float *v = rows(V, half, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
+        prefetch(V, type, s0 + 2 * POSITIONS, n, d_head);
+        const float *v = rows(V, type, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
         for (int g = 0; g < group; g++) {
             if (d_head == 64)
                 sum_values(pattern + (size_t)g * stride + s0, v, s1 - s0, 64, z + (size_t)g * d_head);
@@ -315,8 +327,8 @@ AVX2 static void attention_values(const float *pattern, int group, int stride, c
 
 /* ----------------------------------------------------------------------------- attention in AVX-512 (isa 0)
 
-   The same sums, sixteen lanes at a time, the float16 keys and values widened straight from the cache
-   into registers (no float32 copy of the block). Scores: each key's d_head products with up to three
+   The same sums, sixteen lanes at a time, the float16 keys and values (or int8 codes) widened straight
+   from the cache into registers (no float32 copy of the block). Scores: each key's d_head products with up to three
    query heads go into one register per head (the d_head/16 registers of a key summed by FMA), and sum4
    and sum_quarters turn sixteen keys' registers into their sixteen scores at once (no sum per key).
    Values: the group's z (3 × d_head) stays in registers over every position. On one core this reads
@@ -324,10 +336,11 @@ AVX2 static void attention_values(const float *pattern, int group, int stride, c
 
 #define GROUP 3  /* query heads a pass (SmolLM2's 9/3): 3·(d_head/16) registers of q or z */
 
-/* 16 keys or values from the cache as float32. */
-AVX512 static INLINE __m512 load16(const void *row, size_t i, int half) {
-    return half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)))
-                : _mm512_loadu_ps((const float *)row + i);
+/* 16 keys or values from the cache as float32 (int8: the codes, as load8). */
+AVX512 static INLINE __m512 load16(const void *row, size_t i, int type) {
+    if (type == F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
+    if (type == I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)row + i))));
+    return _mm512_loadu_ps((const float *)row + i);
 }
 
 /* Sixteen dot products finished at once, by a transpose-add tree: sum4 takes four keys' registers a[t] to
@@ -348,8 +361,8 @@ AVX512 static INLINE __m512 sum_quarters(const __m512 four[4]) {  /* quarters 0+
 
 /* out[g][t] = q_g·k[t]·scale for G ≤ GROUP query heads q (G, d_head) and n ≤ 16 keys k (n, d_head) at
    element k0 of the cache, four keys at a time (each widened once for every head). out (G, stride).
-   (Inlined with G, n, d_head and half constants, the sums stay in registers.) */
-AVX512 static INLINE void dot_keys16(const float *q, int G, const void *K, int half, size_t k0, int n, int d_head,
+   (Inlined with G, n, d_head and type constants, the sums stay in registers.) */
+AVX512 static INLINE void dot_keys16(const float *q, int G, const void *K, int type, size_t k0, int n, int d_head,
                                      float scale, float *out, int stride) {
     __m512 four[GROUP][4];
     for (int j = 0; j < 4; j++) {  /* keys 4j..4j+3 */
@@ -358,7 +371,7 @@ AVX512 static INLINE void dot_keys16(const float *q, int G, const void *K, int h
             for (int g = 0; g < G; g++) acc[g][t] = _mm512_setzero_ps();
             if (4 * j + t >= n) continue;
             for (int i = 0; i < d_head; i += 16) {
-                __m512 k = load16(K, k0 + (size_t)(4 * j + t) * d_head + i, half);
+                __m512 k = load16(K, k0 + (size_t)(4 * j + t) * d_head + i, type);
                 for (int g = 0; g < G; g++)
                     acc[g][t] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)g * d_head + i), k, acc[g][t]);
             }
@@ -371,7 +384,7 @@ AVX512 static INLINE void dot_keys16(const float *q, int G, const void *K, int h
 }
 
 /* attention_scores for d_head a multiple of 16: blocks of 16 keys, GROUP query heads a pass. */
-AVX512 static void attention_scores_avx512(const float *q, int group, const void *K, int half, int n, int d_head,
+AVX512 static void attention_scores_avx512(const float *q, int group, const void *K, int type, int n, int d_head,
                                            float *scores, int stride) {
     const float scale = 1.0f / sqrtf((float)d_head);
     for (int g0 = 0; g0 < group; g0 += GROUP) {
@@ -380,13 +393,14 @@ AVX512 static void attention_scores_avx512(const float *q, int group, const void
         float *out = scores + (size_t)g0 * stride;
         for (int s0 = 0; s0 < n; s0 += 16) {
             int m = n - s0 < 16 ? n - s0 : 16;
-            prefetch(K, half, s0 + 2 * POSITIONS, n, d_head);
+            prefetch(K, type, s0 + 2 * POSITIONS, n, d_head);
             size_t k0 = (size_t)s0 * d_head;
-            if (G == 3 && d_head == 64 && m == 16) {  /* SmolLM2's: unrolled, in registers */
-                if (half) dot_keys16(q_g, 3, K, 1, k0, 16, 64, scale, out + s0, stride);
-                else dot_keys16(q_g, 3, K, 0, k0, 16, 64, scale, out + s0, stride);
+            if (G == 3 && d_head == 64 && m == 16) {  /* SmolLM2's: unrolled, in registers, one copy a type */
+                if (type == F16) dot_keys16(q_g, 3, K, F16, k0, 16, 64, scale, out + s0, stride);
+                else if (type == I8) dot_keys16(q_g, 3, K, I8, k0, 16, 64, scale, out + s0, stride);
+                else dot_keys16(q_g, 3, K, F32, k0, 16, 64, scale, out + s0, stride);
             } else {
-                dot_keys16(q_g, G, K, half, k0, m, d_head, scale, out + s0, stride);
+                dot_keys16(q_g, G, K, type, k0, m, d_head, scale, out + s0, stride);
             }
         }
     }
@@ -394,15 +408,15 @@ AVX512 static void attention_scores_avx512(const float *q, int group, const void
 
 /* z_g += Σ_s p[g][s]·V[s][i0 .. i0 + 16·lanes) for G ≤ GROUP heads, lanes ≤ 4: the sums stay in registers
    over every position s < n. p (G, stride); V (n, d_head); z (G, d_head). */
-AVX512 static INLINE void sum_values16(const float *p, int G, int stride, const void *V, int half, int n, int d_head,
+AVX512 static INLINE void sum_values16(const float *p, int G, int stride, const void *V, int type, int n, int d_head,
                                        int i0, int lanes, float *z) {
     __m512 acc[GROUP][4];
     for (int g = 0; g < G; g++)
         for (int l = 0; l < lanes; l++) acc[g][l] = _mm512_setzero_ps();
     for (int s = 0; s < n; s++) {
-        if (s % POSITIONS == 0) prefetch(V, half, s + 2 * POSITIONS, n, d_head);
+        if (s % POSITIONS == 0) prefetch(V, type, s + 2 * POSITIONS, n, d_head);
         for (int l = 0; l < lanes; l++) {
-            __m512 v = load16(V, (size_t)s * d_head + i0 + 16 * l, half);
+            __m512 v = load16(V, (size_t)s * d_head + i0 + 16 * l, type);
             for (int g = 0; g < G; g++)
                 acc[g][l] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)g * stride + s]), v, acc[g][l]);
         }
@@ -412,59 +426,97 @@ AVX512 static INLINE void sum_values16(const float *p, int G, int stride, const 
 }
 
 /* attention_values for d_head a multiple of 16: GROUP query heads and 64 dimensions of z a pass. */
-AVX512 static void attention_values_avx512(const float *pattern, int group, int stride, const void *V, int half,
+AVX512 static void attention_values_avx512(const float *pattern, int group, int stride, const void *V, int type,
                                            int n, int d_head, float *z) {
     for (int g0 = 0; g0 < group; g0 += GROUP) {
         int G = group - g0 < GROUP ? group - g0 : GROUP;
         const float *p = pattern + (size_t)g0 * stride;
         float *z_g = z + (size_t)g0 * d_head;
-        if (G == 3 && d_head == 64) {  /* SmolLM2's: unrolled, in registers */
-            if (half) sum_values16(p, 3, stride, V, 1, n, 64, 0, 4, z_g);
-            else sum_values16(p, 3, stride, V, 0, n, 64, 0, 4, z_g);
+        if (G == 3 && d_head == 64) {  /* SmolLM2's: unrolled, in registers, one copy a type */
+            if (type == F16) sum_values16(p, 3, stride, V, F16, n, 64, 0, 4, z_g);
+            else if (type == I8) sum_values16(p, 3, stride, V, I8, n, 64, 0, 4, z_g);
+            else sum_values16(p, 3, stride, V, F32, n, 64, 0, 4, z_g);
             continue;
         }
         for (int i0 = 0; i0 < d_head; i0 += 64)
-            sum_values16(p, G, stride, V, half, n, d_head, i0, d_head - i0 < 64 ? (d_head - i0) / 16 : 4, z_g);
+            sum_values16(p, G, stride, V, type, n, d_head, i0, d_head - i0 < 64 ? (d_head - i0) / 16 : 4, z_g);
     }
 }
 
-/* cache[kv, pos] = k_kv for each key/value head: k (H_kv, d_head) into cache (H_kv, capacity, d_head),
-   rounded to float16 (to nearest, as torch's .half()) when half is set. */
-AVX2 static void store_kv(const float *k, void *cache, int n_kv_heads, int capacity, int pos, int d_head, int half) {
-    for (int kv = 0; kv < n_kv_heads; kv++)
-        for (int i = 0; i < d_head; i += 8)
-            store8(cache, ((size_t)kv * capacity + pos) * d_head + i, _mm256_loadu_ps(k + (size_t)kv * d_head + i), half);
+/* cache[kv, pos] = k_kv for each key/value head: k (H_kv, d_head) into cache (H_kv, capacity, d_head) of
+   `type`: float16 rounded to nearest (as torch's .half()); int8 as decode.py's quantize_rows, bit for bit:
+   scale = max|k_kv| / 127 into scales[kv, pos] (scales (H_kv, capacity)), code = round(k / scale) half to
+   even (nearbyintf in the default rounding mode), an all-zero row scale 0 and codes 0. */
+AVX2 static void store_kv(const float *k, void *cache, float *scales, int type, int n_kv_heads, int capacity, int pos,
+                          int d_head) {
+    for (int kv = 0; kv < n_kv_heads; kv++) {
+        const float *row = k + (size_t)kv * d_head;
+        size_t at = ((size_t)kv * capacity + pos) * d_head;
+        if (type == I8) {
+            float top = 0.0f;
+            for (int i = 0; i < d_head; i++) top = fabsf(row[i]) > top ? fabsf(row[i]) : top;
+            float scale = top / 127.0f;
+            int8_t *codes = (int8_t *)cache + at;
+            for (int i = 0; i < d_head; i++) codes[i] = scale > 0.0f ? (int8_t)nearbyintf(row[i] / scale) : 0;
+            scales[(size_t)kv * capacity + pos] = scale;
+        } else if (type == F16) {
+            for (int i = 0; i < d_head; i += 8)
+                _mm_storeu_si128((__m128i *)((uint16_t *)cache + at + i),
+                                 _mm256_cvtps_ph(_mm256_loadu_ps(row + i), _MM_FROUND_TO_NEAREST_INT));
+        } else {
+            memcpy((float *)cache + at, row, sizeof(float) * (size_t)d_head);
+        }
+    }
+}
+
+/* rows[g][s] *= scale[s] for g < group, s < n: an int8 cache's row scales brought in after the sums (a key's
+   into its scores, a value's into its weights in the pattern). rows (group, stride), scale (n,). */
+AVX2 static void scale_by_row(float *rows, int group, int stride, const float *scale, int n) {
+    for (int g = 0; g < group; g++) {
+        float *row = rows + (size_t)g * stride;
+        int s = 0;
+        for (; s + 8 <= n; s += 8)
+            _mm256_storeu_ps(row + s, _mm256_mul_ps(_mm256_loadu_ps(row + s), _mm256_loadu_ps(scale + s)));
+        for (; s < n; s++) row[s] *= scale[s];
+    }
 }
 
 /* The attention of the one query over positions 0..pos, every head: q (H, d_head) → z (H, d_head).
-   K, V: this layer's cache (H_kv, capacity, d_head); query head h reads key/value head h / (H / H_kv). */
-static void attention(const Model *m, const float *q, const void *K, const void *V, int half, int capacity,
-                      int pos, int isa, float *scores, float *buf, float *z) {
+   K, V: this layer's cache (H_kv, capacity, d_head) of `type`, with (int8) K_scale, V_scale (H_kv, capacity);
+   query head h reads key/value head h / (H / H_kv). With int8 the sums run on the codes:
+       scores = (q·codes_K)/√d_head · K_scale,  pattern = softmax(scores) · V_scale,  z = pattern·codes_V. */
+static void attention(const Model *m, const float *q, const void *K, const void *V, const float *K_scale,
+                      const float *V_scale, int type, int capacity, int pos, int isa, float *scores, float *buf,
+                      float *z) {
     int group = m->n_heads / m->n_kv_heads, d = m->d_head, n = pos + 1;
     int wide = isa == 0 && d % 16 == 0;  /* AVX-512 (the avx512-vnni version's CPUs have it) */
-    size_t per_head = (size_t)capacity * d * (half ? 2 : 4);  /* bytes of one key/value head's cache */
+    size_t per_head = (size_t)capacity * d * element_bytes(type);  /* bytes of one key/value head's cache */
     for (int kv = 0; kv < m->n_kv_heads; kv++) {
         const void *K_kv = (const char *)K + kv * per_head, *V_kv = (const char *)V + kv * per_head;
         const float *q_g = q + (size_t)kv * group * d;
         float *z_g = z + (size_t)kv * group * d;
-        if (wide) attention_scores_avx512(q_g, group, K_kv, half, n, d, scores, m->n_ctx);
-        else attention_scores(q_g, group, K_kv, half, n, d, scores, m->n_ctx, buf);
+        if (wide) attention_scores_avx512(q_g, group, K_kv, type, n, d, scores, m->n_ctx);
+        else attention_scores(q_g, group, K_kv, type, n, d, scores, m->n_ctx, buf);
+        if (type == I8) scale_by_row(scores, group, m->n_ctx, K_scale + (size_t)kv * capacity, n);
         for (int g = 0; g < group; g++) softmax(scores + (size_t)g * m->n_ctx, n);
-        if (wide) attention_values_avx512(scores, group, m->n_ctx, V_kv, half, n, d, z_g);
-        else attention_values(scores, group, m->n_ctx, V_kv, half, n, d, z_g, buf);
+        if (type == I8) scale_by_row(scores, group, m->n_ctx, V_scale + (size_t)kv * capacity, n);
+        if (wide) attention_values_avx512(scores, group, m->n_ctx, V_kv, type, n, d, z_g);
+        else attention_values(scores, group, m->n_ctx, V_kv, type, n, d, z_g, buf);
     }
 }
 
 /* attention alone, for the tests (both versions against each other and torch): q (n_heads, d_head), K, V
-   (n_kv_heads, capacity, d_head) float32 or float16 → z (n_heads, d_head) over positions 0..pos.
-   scores: n_heads·capacity floats; buf: 16·d_head. Returns 0, or -1 for sizes it does not take. */
-int step_attention(int n_heads, int n_kv_heads, int d_head, const float *q, const void *K, const void *V, int half,
-                   int capacity, int pos, int isa, float *scores, float *buf, float *z) {
+   (n_kv_heads, capacity, d_head) of `type` (0 float32, 1 float16, 2 int8 with K_scale, V_scale (n_kv_heads,
+   capacity)) → z (n_heads, d_head) over positions 0..pos. scores: n_heads·capacity floats; buf: 16·d_head.
+   Returns 0, or -1 for sizes it does not take. */
+int step_attention(int n_heads, int n_kv_heads, int d_head, const float *q, const void *K, const void *V,
+                   const float *K_scale, const float *V_scale, int type, int capacity, int pos, int isa,
+                   float *scores, float *buf, float *z) {
     if (n_kv_heads < 1 || n_heads % n_kv_heads || d_head < 8 || d_head % 8 || pos < 0 || pos >= capacity ||
-        (isa != 0 && isa != 1))
+        (isa != 0 && isa != 1) || type < F32 || type > I8 || (type == I8 && !(K_scale && V_scale)))
         return -1;
     Model m = {.n_heads = n_heads, .n_kv_heads = n_kv_heads, .d_head = d_head, .n_ctx = capacity};
-    attention(&m, q, K, V, half, capacity, pos, isa, scores, buf, z);
+    attention(&m, q, K, V, K_scale, V_scale, type, capacity, pos, isa, scores, buf, z);
     return 0;
 }
 
@@ -485,18 +537,21 @@ AVX2 static void add(float *x, const float *y, int d) {
 
 /* ----------------------------------------------------------------------------- one block, the whole step */
 
-/* x = x + Attention(RMSNorm(x)); x = x + MLP(RMSNorm(x)).  K, V: this layer's cache. */
-static void block(const Model *m, const Layer *L, Scratch *w, void *K, void *V, int half, int capacity, int pos,
-                  int isa, int threads) {
+/* x = x + Attention(RMSNorm(x)); x = x + MLP(RMSNorm(x)).  c: the cache; i: this layer. */
+static void block(const Model *m, const Layer *L, Scratch *w, const Cache *c, int i, int pos, int isa, int threads) {
     int D = m->d_model, d = m->d_head;
     rms_norm(w->x, L->w_ln1, m->eps, D, w->h);
     quantize(w->h, &L->W_Q, &w->a);  /* once for the three products: they share h */
     product(threads, &w->a, isa, &L->W_Q, w->q, &L->W_K, w->k, &L->W_V, w->v);  /* (H·d_head,), (H_kv·d_head,) ×2 */
     rotate(w->q, m->n_heads, d, m->cos + (size_t)pos * d, m->sin + (size_t)pos * d);
     rotate(w->k, m->n_kv_heads, d, m->cos + (size_t)pos * d, m->sin + (size_t)pos * d);
-    store_kv(w->k, K, m->n_kv_heads, capacity, pos, d, half);
-    store_kv(w->v, V, m->n_kv_heads, capacity, pos, d, half);
-    attention(m, w->q, K, V, half, capacity, pos, isa, w->scores, w->rows, w->z);  /* (H·d_head,) */
+    size_t rows = (size_t)m->n_kv_heads * c->capacity, bytes = rows * d * element_bytes(c->type);  /* a layer's */
+    char *K = (char *)c->K + i * bytes, *V = (char *)c->V + i * bytes;
+    float *K_scale = c->type == I8 ? c->K_scale + i * rows : NULL;
+    float *V_scale = c->type == I8 ? c->V_scale + i * rows : NULL;
+    store_kv(w->k, K, K_scale, c->type, m->n_kv_heads, c->capacity, pos, d);
+    store_kv(w->v, V, V_scale, c->type, m->n_kv_heads, c->capacity, pos, d);
+    attention(m, w->q, K, V, K_scale, V_scale, c->type, c->capacity, pos, isa, w->scores, w->rows, w->z);  /* (H·d_head,) */
     quantize(w->z, &L->W_O, &w->a);
     product(threads, &w->a, isa, &L->W_O, w->out, NULL, NULL, NULL, NULL);  /* (d_model,) */
     add(w->x, w->out, D);
@@ -540,10 +595,12 @@ static int matrix_ok(const Matrix *W, int d_in, int d_out) {
 }
 
 /* Every size the step relies on. 0 when it may run. */
-static int check(const Model *m, int pos, int capacity, int isa) {
+static int check(const Model *m, int pos, const Cache *c, int isa) {
     int D = m->d_model, HD = m->n_heads * m->d_head, KD = m->n_kv_heads * m->d_head, F = m->d_mlp;
     if (m->n_layers < 1 || m->n_kv_heads < 1 || m->n_heads % m->n_kv_heads || m->d_head % 8 || D % BLOCK ||
-        pos < 0 || pos >= capacity || pos >= m->n_ctx || (isa != 0 && isa != 1) || !matrix_ok(&m->W_U, D, m->d_vocab))
+        pos < 0 || pos >= c->capacity || pos >= m->n_ctx || (isa != 0 && isa != 1) || !matrix_ok(&m->W_U, D, m->d_vocab))
+        return -1;
+    if (!c->K || !c->V || c->type < F32 || c->type > I8 || (c->type == I8 && !(c->K_scale && c->V_scale)))
         return -1;
     for (int i = 0; i < m->n_layers; i++) {
         const Layer *L = m->layers + i;
@@ -559,14 +616,14 @@ static int check(const Model *m, int pos, int capacity, int isa) {
     return 0;
 }
 
-/* token at position pos → logits (d_vocab,) float32, writing its keys and values at pos.
-   K, V: the static cache (n_layers, n_kv_heads, capacity, d_head), float32 or (half = 1) float16.
+/* token at position pos → logits (d_vocab,) float32, writing its keys and values at pos into the cache c
+   (K, V (n_layers, n_kv_heads, c->capacity, d_head) float32, float16 or int8 with its scales).
    work: step_scratch_bytes(m) bytes, 64-byte aligned. isa: 0 avx512_vnni, 1 avx2. threads: how many
    share each product (1: this thread alone).
    Returns 0, or -1 for sizes it does not take, -2 for too little scratch space. */
-int decode_step(const Model *m, int64_t token, int pos, void *K, void *V, int half, int capacity,
-                float *logits, void *work, size_t work_bytes, int isa, int threads) {
-    if (check(m, pos, capacity, isa) || token < 0 || token >= m->d_vocab)
+int decode_step(const Model *m, int64_t token, int pos, const Cache *c, float *logits, void *work, size_t work_bytes,
+                int isa, int threads) {
+    if (check(m, pos, c, isa) || token < 0 || token >= m->d_vocab)
         return -1;
     if (work_bytes < step_scratch_bytes(m) || ((uintptr_t)work & 63))
         return -2;
@@ -574,12 +631,10 @@ int decode_step(const Model *m, int64_t token, int pos, void *K, void *V, int ha
     scratch(m, work, &w);
     int D = m->d_model;
     for (int i = 0; i < D; i++) w.x[i] = m->W_E[token * m->W_E_row + i * m->W_E_col];  /* x = W_E[token] */
-    size_t layer_bytes = (size_t)m->n_kv_heads * capacity * m->d_head * (half ? 2 : 4);
     pthread_mutex_lock(&pool.busy);  /* the workers serve one step at a time */
     threads = start_workers(threads < 1 ? 1 : threads);
     for (int i = 0; i < m->n_layers; i++)
-        block(m, m->layers + i, &w, (char *)K + i * layer_bytes, (char *)V + i * layer_bytes, half, capacity, pos, isa,
-              threads);
+        block(m, m->layers + i, &w, c, i, pos, isa, threads);
     rms_norm(w.x, m->w_final, m->eps, D, w.h);
     quantize(w.h, &m->W_U, &w.a);
     product(threads, &w.a, isa, &m->W_U, logits, NULL, NULL, NULL, NULL);  /* (d_vocab,) */

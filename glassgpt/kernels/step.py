@@ -6,7 +6,7 @@ layer matrix and the unembedding stored as BlockWeight (weight modes int4, int8,
 kernel library built. `CStep(model)` gathers every pointer the C code reads once, into ctypes
 structures that mirror step.c's (Matrix, Layer, Model), and keeps the tensors they point to alive;
 calling it runs one token through the whole stack. glassgpt.decode.DecodeStep uses it when the model
-qualifies and the cache is float32 or float16 with one row, and its torch step otherwise.
+qualifies and the cache (a StaticKVCache) is float32, float16 or int8 with one row, and its torch step otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..quant import BlockRows, BlockWeight
 from . import ISAS, kernel, library
 
 MATRICES = ("W_Q", "W_K", "W_V", "W_O", "W_gate", "W_up", "W_down")
-CACHE_DTYPES = {torch.float32: 0, torch.float16: 1}  # the cache dtypes step.c reads: its `half` flag
+CACHE_DTYPES = {torch.float32: 0, torch.float16: 1, torch.int8: 2}  # the cache dtypes step.c reads: its `type`
 
 
 class Matrix(ctypes.Structure):  # step.c's Matrix: one BlockWeight
@@ -41,6 +41,11 @@ class Model(ctypes.Structure):  # step.c's Model
         ("eps", ctypes.c_float), ("W_E", ctypes.c_void_p), ("W_E_row", ctypes.c_int64), ("W_E_col", ctypes.c_int64),
         ("cos", ctypes.c_void_p), ("sin", ctypes.c_void_p), ("layers", ctypes.POINTER(Layer)),
         ("w_final", ctypes.c_void_p), ("W_U", Matrix)]
+
+
+class Cache(ctypes.Structure):  # step.c's Cache: a StaticKVCache of one row
+    _fields_ = [("K", ctypes.c_void_p), ("V", ctypes.c_void_p), ("K_scale", ctypes.c_void_p),
+                ("V_scale", ctypes.c_void_p), ("type", ctypes.c_int32), ("capacity", ctypes.c_int32)]
 
 
 def why_not(model) -> str:
@@ -90,7 +95,8 @@ def threads_asked() -> int:
 
 class CStep:
     """token (1, 1) at position pos → logits (1, d_vocab) float32 through step.c, writing the token's keys
-    and values into K, V (n_layers, 1, n_kv_heads, capacity, d_head) float32 or float16.
+    and values into a StaticKVCache: K, V (n_layers, 1, n_kv_heads, capacity, d_head) float32 or float16, or
+    int8 with K_scale, V_scale (n_layers, 1, n_kv_heads, capacity) float32.
 
     isa: the kernel version ("avx512-vnni" or "avx2"; default the one chosen for this CPU). threads: how many
     threads share each product (kernels/pool.c); default `threads_asked()`."""
@@ -102,8 +108,8 @@ class CStep:
         self.lib = library()
         self.lib.decode_step.restype = ctypes.c_int
         self.lib.decode_step.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p,
-                                         ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+                                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                         ctypes.c_int]
         self.lib.step_scratch_bytes.restype = ctypes.c_size_t
         self.lib.step_scratch_bytes.argtypes = [ctypes.c_void_p]
         self.isa = ISAS[isa or kernel()][0]
@@ -142,23 +148,32 @@ class CStep:
     def _matrix(self, W) -> Matrix:
         return Matrix(self._ptr(W.codes), self._ptr(W.dm), W.d_in, W.d_out, W.bits, W.terms)
 
-    def takes(self, tokens: torch.Tensor, K: torch.Tensor) -> bool:
-        """Whether this call can run in C: one row, a float32 or float16 cache in the expected layout."""
-        cfg = self.cfg
-        return (tokens.shape[0] == 1 and K.dtype in CACHE_DTYPES and K.dim() == 5 and K.is_contiguous()
-                and tuple(K.shape[:3]) == (cfg.n_layers, 1, cfg.n_kv_heads) and K.shape[4] == cfg.d_head)
+    def takes(self, tokens: torch.Tensor, cache) -> bool:
+        """Whether this call can run in C: one row, a float32, float16 or int8 cache in the expected layout."""
+        cfg, K = self.cfg, cache.K
+        shape = (cfg.n_layers, 1, cfg.n_kv_heads, cache.capacity, cfg.d_head)
+        if not (tokens.shape[0] == 1 and K.dtype in CACHE_DTYPES and tuple(K.shape) == shape
+                and all(t.is_contiguous() for t in (K, cache.V)) and cache.V.shape == K.shape and cache.V.dtype == K.dtype):
+            return False
+        scales = (cache.K_scale, cache.V_scale)
+        if K.dtype != torch.int8:
+            return scales == (None, None)
+        return all(s is not None and s.dtype == torch.float32 and tuple(s.shape) == shape[:4] and s.is_contiguous()
+                   for s in scales)
 
-    def __call__(self, tokens: torch.Tensor, K: torch.Tensor, V: torch.Tensor, pos: int) -> torch.Tensor:
-        if not (self.takes(tokens, K) and V.shape == K.shape and V.dtype == K.dtype and V.is_contiguous()):
-            raise GlassError("the C decode step takes one row and a contiguous float32 or float16 cache")
+    def __call__(self, tokens: torch.Tensor, cache, pos: int) -> torch.Tensor:
+        if not self.takes(tokens, cache):
+            raise GlassError("the C decode step takes one row and a contiguous float32, float16 or int8 cache")
         logits = torch.empty(1, self.cfg.d_vocab)
+        scale = [0 if s is None else s.data_ptr() for s in (cache.K_scale, cache.V_scale)]
+        c = Cache(cache.K.data_ptr(), cache.V.data_ptr(), *scale, CACHE_DTYPES[cache.K.dtype], cache.capacity)
         with self.lock:
             if self.rows is not None:  # W_E[token] at row 0 (the struct's row stride is 0)
                 self.E[0].copy_(self.rows.row(int(tokens[0, 0]) % self.cfg.d_vocab))
-            rc = self.lib.decode_step(ctypes.byref(self.model), int(tokens[0, 0]), pos, K.data_ptr(), V.data_ptr(),
-                                      CACHE_DTYPES[K.dtype], K.shape[3], logits.data_ptr(), self.scratch.data_ptr(),
-                                      self.scratch.numel(), self.isa, self.threads or torch.get_num_threads())
+            rc = self.lib.decode_step(ctypes.byref(self.model), int(tokens[0, 0]), pos, ctypes.byref(c),
+                                      logits.data_ptr(), self.scratch.data_ptr(), self.scratch.numel(), self.isa,
+                                      self.threads or torch.get_num_threads())
         if rc:
             raise GlassError(f"step.c refused token {int(tokens[0, 0])} at position {pos} of a cache of "
-                             f"{K.shape[3]} (code {rc})")
+                             f"{cache.capacity} (code {rc})")
         return logits
