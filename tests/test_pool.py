@@ -40,7 +40,7 @@ def _steps(model, threads: int, n: int) -> torch.Tensor:
     step, cache = CStep(model, threads=threads), StaticKVCache(model.cfg, n)
     out, token = [], torch.tensor([[5]])
     for pos in range(n):
-        out.append(step(token, cache.K, cache.V, pos))
+        out.append(step(token, cache, pos))
         token = out[-1].argmax(-1, keepdim=True)
     return torch.cat(out)
 
