@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from .errors import ContextLengthError, GlassError
+from .fast import release_free_memory
 from .generate import SampleConfig, new_cache, stream, truncate
 from .template import render as render_template
 
@@ -102,6 +103,7 @@ class Chat:
                 held = min(layer.length for layer in cache.layers)
                 truncate(cache, held)
                 self._cached_ids = (ids + generated)[:held]
+            release_free_memory()  # what the turn freed in small pieces goes back to the system (0.3-0.5 ms)
 
     def _reusable_cache(self, ids: list[int]):
         """The session's KV cache, cut back to the longest prefix its ids share with this prompt."""

@@ -200,6 +200,8 @@ class DecodeStep:
         pos = cache.length
         if pos >= cache.capacity:
             raise ContextLengthError(f"{pos + 1} tokens exceed the KV cache's capacity of {cache.capacity}")
+        if self.rope is not None:
+            self.rope.extend(pos + 1)  # the table grows with the positions used (model.RoPE)
         if self.c is not None and self.c.takes(tokens, cache):
             logits, self.ran = self.c(tokens, cache, pos), "c"
         else:

@@ -92,18 +92,34 @@ class RoPE(nn.Module):
     """Rotary positions (Llama): rotate each (i, i + d_head/2) pair of q and k by angle pos·θ^(-2i/d_head).
 
     The rotation makes q·k depend on the distance between positions, not on where they are.
+    cos and sin are tabulated for the positions used so far: the table starts at FIRST positions (at most
+    n_ctx) and doubles when a later position comes (SmolLM2's whole table, 8192 × 64, is 4 MB of memory
+    that a short conversation never reads).
     """
+
+    FIRST = 1024
 
     def __init__(self, d_head: int, n_ctx: int, theta: float):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.float32) / d_head))  # (d_head/2,)
-        angles = torch.outer(torch.arange(n_ctx, dtype=torch.float32), inv_freq)  # (n_ctx, d_head/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (n_ctx, d_head)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.d_head, self.n_ctx, self.theta = d_head, n_ctx, theta
+        self.register_buffer("cos", torch.empty(0, d_head), persistent=False)
+        self.register_buffer("sin", torch.empty(0, d_head), persistent=False)
+        self.extend(min(n_ctx, self.FIRST))
+
+    def extend(self, n: int) -> None:
+        """Make the table cover positions 0..n-1 (doubling it, up to n_ctx); the rows it has keep their values."""
+        if n <= len(self.cos):
+            return
+        n = min(self.n_ctx, max(n, 2 * len(self.cos)))
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.d_head, 2, dtype=torch.float32) / self.d_head))
+        angles = torch.outer(torch.arange(n, dtype=torch.float32), inv_freq)  # (n, d_head/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (n, d_head)
+        self.cos, self.sin = angles.cos().to(self.cos), angles.sin().to(self.sin)  # (the buffers' device, dtype)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # x: (B, H, T, d_head); positions: (B or 1, T)
+        if len(self.cos) < self.n_ctx and positions.numel():  # a position beyond the table so far
+            self.extend(int(positions.max()) + 1)
         cos = self.cos[positions].unsqueeze(1).to(x.dtype)  # (B or 1, 1, T, d_head)
         sin = self.sin[positions].unsqueeze(1).to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)

@@ -3,12 +3,14 @@
 import pytest
 import torch
 
-from glassgpt import GPT, preset
+from glassgpt import GPT, kernels, preset
+from glassgpt.decode import DecodeStep, StaticKVCache
 from glassgpt.errors import GlassError
 from glassgpt.fast import MODES, _swap, bare_model, decode_bytes, pack_model, weights_bytes
 from glassgpt.load import load_packed_gguf
 from glassgpt.generate import SampleConfig, generate_ids
 from glassgpt.load import load_model
+from glassgpt.model import RoPE
 from glassgpt.quant import BlockRows, BlockWeight, HalfWeight
 
 from gguf_synth import tiny_model, write_gguf
@@ -248,3 +250,29 @@ def test_smollm2_w_e_rows_from_its_q8_0_blocks_equal_the_dequantised_token_embd(
     assert t.tensor_type.name == "Q8_0" and torch.equal(rows.dequantize(), exact)
     ids = torch.tensor([[0, 1, 2, 9906, 49151]])
     assert torch.equal(rows[ids], exact[ids])
+
+
+@pytest.mark.skipif(not kernels.usable(), reason="no C kernel on this machine: the torch step runs")
+def test_the_c_step_follows_the_rope_table_as_it_grows():
+    """RoPE's table grows with the positions used (model.RoPE); the C step reads it through pointers, so it
+    must follow the new table (and size its scratch to it): a model whose table starts at 4 positions decodes
+    exactly as one whose table covers the window from the start. (Without following, step.c refuses
+    position 4: beyond the n_ctx it was given.)"""
+    torch.manual_seed(0)
+    cfg = preset("smollm2-135m", d_vocab=128, n_ctx=64, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=256)
+    whole = pack_model(GPT(cfg).eval(), "int4")  # every matrix in blocks: the C step serves it
+    small = RoPE(whole.cfg.d_head, whole.cfg.n_ctx, whole.cfg.rope_theta)
+    small.cos, small.sin = small.cos[:4].clone(), small.sin[:4].clone()
+    prompt, got = [5, 9, 2], {}
+    for name in ("whole", "small"):
+        if name == "small":
+            whole.__dict__.pop("_decode_step", None)
+            for block in whole.blocks:
+                block.attn.rope = small
+        step = DecodeStep(whole)
+        cache = StaticKVCache(whole.cfg, 40, dtype=torch.float16)
+        with torch.inference_mode():
+            whole(torch.tensor([prompt]), cache=cache)
+            got[name] = torch.cat([step(torch.tensor([[t]]), cache) for t in range(3, 40)])
+        assert step.ran == "c"
+    assert len(small.cos) >= 40 and torch.equal(got["small"], got["whole"])

@@ -9,7 +9,7 @@ from glassgpt import GPT, Attention, Block, ModelConfig, preset, softmax_with_te
 from glassgpt.errors import ContextLengthError
 from glassgpt.kv_cache import LayerKV
 from glassgpt.inspect.weights import W_OV, head_weights
-from glassgpt.model import attention_mask
+from glassgpt.model import RoPE, attention_mask
 
 V = 101
 
@@ -300,3 +300,35 @@ def test_last_only_gives_the_last_row_of_the_logits():
     model = _model("llama-gqa")
     tokens = torch.randint(0, V, (2, 11))
     assert torch.allclose(model(tokens, last_only=True), model(tokens)[:, -1:], atol=1e-6)
+
+
+def test_the_rope_table_grows_with_the_positions_and_its_rows_keep_their_values():
+    """RoPE tabulates cos and sin for the positions used so far (a long context window's table is megabytes):
+    growing it must give exactly the rows a whole table has, and a model whose table starts small must give
+    exactly the logits of one whose table covers the window from the start."""
+    d_head, n_ctx, theta = 64, 8192, 100000.0
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.float32) / d_head))
+    angles = torch.outer(torch.arange(n_ctx, dtype=torch.float32), inv_freq).repeat(1, 2)  # (n_ctx, d_head)
+    rope = RoPE(d_head, n_ctx, theta)
+    assert len(rope.cos) == min(n_ctx, RoPE.FIRST) < n_ctx
+    x = torch.randn(1, 2, 3, d_head)
+    y = rope(x, torch.tensor([[3000, 3001, 3002]]))  # beyond the table: it doubles until it covers them
+    assert 3003 <= len(rope.cos) < n_ctx
+    assert torch.equal(rope.cos, angles[: len(rope.cos)].cos()) and torch.equal(rope.sin, angles[: len(rope.sin)].sin())
+    x1, x2 = x.chunk(2, dim=-1)
+    want = x * angles[3000:3003].cos() + torch.cat([-x2, x1], dim=-1) * angles[3000:3003].sin()
+    assert torch.equal(y, want)
+    rope.extend(10 * n_ctx)
+    assert len(rope.cos) == n_ctx  # never beyond the context window
+
+    torch.manual_seed(0)
+    whole = _model("llama-gqa")
+    small = RoPE(whole.cfg.d_head, whole.cfg.n_ctx, whole.cfg.rope_theta)
+    small.cos, small.sin = small.cos[:4].clone(), small.sin[:4].clone()  # as if it had started at 4 positions
+    tokens = torch.randint(0, V, (1, 30))
+    want = whole(tokens)
+    for block in whole.blocks:
+        block.attn.rope = small
+    assert torch.equal(whole(tokens), want) and len(small.cos) >= 30
+    small.cos[20:] = 1.0  # the control: the rows the growth made are the ones used
+    assert not torch.equal(whole(tokens), want)

@@ -127,16 +127,24 @@ class CStep:
         self.keep.append(E)
         self.E = E
         self.model = Model(cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp,
-                           cfg.d_vocab, rope.cos.shape[0], model.unembed.norm.eps, E.data_ptr(),
-                           0 if self.rows is not None else E.stride(0), E.stride(1), self._ptr(rope.cos),
-                           self._ptr(rope.sin), layers,
+                           cfg.d_vocab, 0, model.unembed.norm.eps, E.data_ptr(),
+                           0 if self.rows is not None else E.stride(0), E.stride(1), None, None, layers,
                            self._ptr(model.unembed.norm.w), self._matrix(model.unembed.W_U))
         self.layers = layers
         if tuple(rope.cos.shape) != (rope.cos.shape[0], cfg.d_head) or tuple(W_E.shape) != (cfg.d_vocab, cfg.d_model):
             raise GlassError("RoPE's table or W_E has the wrong shape for the C decode step")
-        self.n_ctx = rope.cos.shape[0]
-        self.scratch = torch.empty(self.lib.step_scratch_bytes(ctypes.byref(self.model)), dtype=torch.uint8)
+        self.rope = rope
         self.lock = threading.Lock()  # one scratch space: one step at a time
+        self._follow_rope()
+
+    def _follow_rope(self) -> None:
+        """Point step.c at RoPE's table as it is now: it grows with the positions used (model.RoPE.extend), and
+        the scratch space (attention scores, n_heads × n_ctx) with it."""
+        rope = self.rope
+        if self.model.cos != rope.cos.data_ptr():
+            self.model.cos, self.model.sin = rope.cos.data_ptr(), rope.sin.data_ptr()  # (the rope module keeps them)
+            self.model.n_ctx = self.n_ctx = rope.cos.shape[0]
+            self.scratch = torch.empty(self.lib.step_scratch_bytes(ctypes.byref(self.model)), dtype=torch.uint8)
 
     def _ptr(self, t: torch.Tensor) -> int:
         t = t.detach()
@@ -168,6 +176,7 @@ class CStep:
         scale = [0 if s is None else s.data_ptr() for s in (cache.K_scale, cache.V_scale)]
         c = Cache(cache.K.data_ptr(), cache.V.data_ptr(), *scale, CACHE_DTYPES[cache.K.dtype], cache.capacity)
         with self.lock:
+            self._follow_rope()
             if self.rows is not None:  # W_E[token] at row 0 (the struct's row stride is 0)
                 self.E[0].copy_(self.rows.row(int(tokens[0, 0]) % self.cfg.d_vocab))
             rc = self.lib.decode_step(ctypes.byref(self.model), int(tokens[0, 0]), pos, ctypes.byref(c),
