@@ -14,8 +14,13 @@ are counted too, with the unembedding as the mode stores it (float32 beside fp16
     aten-int8pack/int4pack      torch's packed int8/int4 kernels (bf16 activations): the old modes
     q8x2-*, q4x2-*, q4x1-*      glassgpt/kernels/blockdot.c, 8- or 4-bit blocks, two or one int8
                                 activation passes, in each version this CPU runs (avx512-vnni, avx2);
-                                q4x2 is the int4 mode, q4x1 the q4a8 mode, q8x2 the int8 mode The ceiling of a format is read bandwidth ÷ its bytes; read bandwidth is
-measured in the same run by summing a 512 MB array (and, for reference, copying one).
+                                q4x2 is the int4 mode, q4x1 the q4a8 mode, q8x2 the int8 mode; their
+                                weights in 2 MB pages, as a load puts them (glassgpt.kernels.huge_pages)
+    q4x2-*-4kpages              the control: the same weights left in 4 KB pages
+The ceiling of a format is read bandwidth ÷ its bytes; read bandwidth is measured in the same run by
+summing a 512 MB array with torch (and, for reference, copying one). Beside it, what the kernels' own
+memory access can reach: step.c's stream_read (every byte summed, nothing else) over 256 MB in 4 KB or
+2 MB pages, on 1 and 2 threads (the pool the decode step shares its products with).
 A prompt's products are a column too: one layer's seven matrices times `--prompt` rows (256 by
 default; 0 skips it), as prefill runs them — blockdot.c then goes through each tile a few rows
 at a time — and the prompt tokens/s those products alone would allow over 30 layers.
@@ -56,6 +61,7 @@ for _isa in kernels.usable():  # glassgpt's blockdot.c, each version this CPU ru
     FORMATS[f"q8x2-{_isa}"] = lambda W, isa=_isa: _block(W, 8, 2, isa)
     FORMATS[f"q4x2-{_isa}"] = lambda W, isa=_isa: _block(W, 4, 2, isa)
     FORMATS[f"q4x1-{_isa}"] = lambda W, isa=_isa: _block(W, 4, 1, isa)
+CONTROLS = [f"q4x2-{isa}-4kpages" for isa in kernels.usable()[:1]]  # the int4 mode's weights left in 4 KB pages
 UNEMBEDDING = {  # what a mode stores the unembedding as, when it is not the layers' format
     "fp16": FullWeight, "bf16": FullWeight,  # the fp16/bf16 modes keep a float32 unembedding
     **{f: (lambda W, f=f: _block(W, 8, 2 if "x2" in f else 1, f.split("-", 1)[1])) for f in FORMATS if f.startswith("q4")},
@@ -101,12 +107,46 @@ def read_bandwidth(mb: int = 512, rounds: int = 5) -> dict:
     return {"read_gb_s": round(best_sum, 1), "copy_gb_s": round(best_copy, 1)}
 
 
+def c_read(mb: int, threads: int, huge: bool, rounds: int = 5) -> float:
+    """GB/s of step.c's stream_read (nothing but 64-bit adds of every byte, in 1 MB pieces shared by `threads`
+    threads as the products are) over mb MB in 4 KB pages or, huge, in memory madvised for 2 MB pages."""
+    import ctypes
+    import mmap
+
+    lib = kernels.library()
+    lib.stream_read.restype = ctypes.c_int64
+    lib.stream_read.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    n = mb << 20
+    if huge:
+        arena = kernels.huge_arena(n)
+        if arena is None:
+            return 0.0
+        memory, at = arena
+    else:
+        memory, at = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), 0
+        kernels._libc().madvise(ctypes.addressof(ctypes.c_char.from_buffer(memory)), n, 15)  # MADV_NOHUGEPAGE
+    buf = torch.frombuffer(memory, dtype=torch.uint8, count=n, offset=at)
+    buf.fill_(1)
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        total = lib.stream_read(buf.data_ptr(), n, threads)
+        best = max(best, n / (time.perf_counter() - t) / 1e9)
+        assert total == ctypes.c_int64(n // 8 * 0x0101010101010101).value  # every byte read, once
+    del buf
+    return round(best, 1)
+
+
 def build(fmt: str, seed: int = 0) -> tuple[list, int]:
     """Every decode matrix as the mode using `fmt` stores it: (weights, bytes). The unembedding is
-    the last one (float32 beside fp16/bf16 layers, 8-bit blocks beside 4-bit ones)."""
+    the last one (float32 beside fp16/bf16 layers, 8-bit blocks beside 4-bit ones). Block weights are
+    moved into 2 MB pages as a load does (kernels.huge_pages), except in a format named ...-4kpages."""
     g = torch.Generator().manual_seed(seed)
-    weights = [FORMATS[fmt](torch.randn(d_in, d_out, generator=g) * 0.02) for d_in, d_out in LAYER_SHAPES * N_LAYERS]
-    weights.append(UNEMBEDDING.get(fmt, FORMATS[fmt])(torch.randn(D, D_VOCAB, generator=g) * 0.02))
+    base = fmt.removesuffix("-4kpages")
+    weights = [FORMATS[base](torch.randn(d_in, d_out, generator=g) * 0.02) for d_in, d_out in LAYER_SHAPES * N_LAYERS]
+    weights.append(UNEMBEDDING.get(base, FORMATS[base])(torch.randn(D, D_VOCAB, generator=g) * 0.02))
+    if not fmt.endswith("-4kpages"):
+        kernels.huge_pages(torch.nn.ModuleList(weights))
     return weights, sum(w.nbytes for w in weights)
 
 
@@ -136,7 +176,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--formats", default=",".join([*FORMATS, *CONTROLS]))
     ap.add_argument("--prompt", type=int, default=256, help="rows of the prompt-shaped products (0: none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,6 +197,8 @@ def main() -> None:
                 prompt[f].append(one_prompt_layer(built[f][0], args.prompt))
     bandwidth_after = read_bandwidth()
     read = max(bandwidth["read_gb_s"], bandwidth_after["read_gb_s"])
+    c_reads = {f"{pages} pages, {n} thread{'s' * (n > 1)}": c_read(256, n, pages == "2 MB")
+               for n in sorted({1, 2, args.threads}) for pages in ("4 KB", "2 MB")} if kernels.usable() else {}
     rows = []
     for f in formats:
         s = statistics.median(times[f])
@@ -169,13 +211,15 @@ def main() -> None:
         if args.prompt:
             p = statistics.median(prompt[f])
             rows[-1].update(prompt_ms_per_layer=round(p * 1000, 2), prompt_tokens_s=round(args.prompt / (N_LAYERS * p), 1))
-    result = {"cpu": cpu_info(), "blockdot": {"chosen": kernels.kernel(), "why": kernels.why()}, "bandwidth": {"before": bandwidth, "after": bandwidth_after}, "rows": rows,
+    result = {"cpu": cpu_info(), "blockdot": {"chosen": kernels.kernel(), "why": kernels.why()},
+              "bandwidth": {"before": bandwidth, "after": bandwidth_after, "c_stream_read_gb_s": c_reads}, "rows": rows,
               "prompt_rows": args.prompt,
               "note": "one decode step's matrix-vector products of SmolLM2-135M (210 layer matrices + the "
                       "unembedding), median of round-robin rounds; prompt_*: one layer's 7 products of "
                       "prompt_rows rows, and the tokens/s those products alone allow over 30 layers"}
     print(json.dumps(result["cpu"]))
-    print(f"read bandwidth {read} GB/s (copy {bandwidth['copy_gb_s']} GB/s)")
+    print(f"read bandwidth {read} GB/s (copy {bandwidth['copy_gb_s']} GB/s); step.c's stream_read, GB/s: "
+          + ", ".join(f"{k} {v}" for k, v in c_reads.items()))
     print(f"{'format':<18} {'MB':>7} {'ms/token':>9} {'unembed ms':>10} {'GB/s':>6} {'tokens/s':>9} {'ceiling':>8} "
           f"{'of ceiling':>10}" + (f" {'prompt ms/layer':>15} {'prompt tok/s':>12}" if args.prompt else ""))
     for r in rows:

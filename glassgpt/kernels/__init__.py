@@ -149,48 +149,57 @@ def huge_pages(model: torch.nn.Module) -> int:
 
     Decoding streams every weight once a token, and one core reads 4 KB pages markedly slower than 2 MB ones:
     every 4 KB page is a TLB miss and a place where the hardware prefetcher stops (benchmarks/matvec.py's
-    read rows: about 20 against 30 GB/s on this project's AMD EPYC core; the int4 step 1.25x faster). A
+    read rows: about 20 against 30 GB/s on this project's AMD EPYC core; the int4 step 1.28x faster). A
     converted-weights cache file is mapped in 4 KB pages, so its block weights are copied out, and the
     pages of the mapping they leave are dropped from memory (madvise DONTNEED: a file's pages read back
     the same if touched again), so resident memory stays about the same. Each tensor keeps its own
-    storage (no two share one, so a state dict still saves)."""
-    import mmap
-    import platform
-
-    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # "always [madvise] never": the choice in brackets
-    if (platform.system() != "Linux" or not thp.is_file() or "[never]" in thp.read_text(errors="replace")
-            or os.environ.get("GLASSGPT_HUGE_PAGES", "") == "0"):  # (=0: the control, in benchmarks)
-        return 0
+    storage (no two share one, so a state dict still saves). GLASSGPT_HUGE_PAGES=0: nothing is moved."""
     moves = [(w, name) for w in model.modules() if "codes" in w._buffers and "dm" in w._buffers  # BlockWeights
              for name in ("codes", "dm")]  # (by their buffers: glassgpt.quant imports this module)
     sizes = [(getattr(w, name).numel() * getattr(w, name).element_size() + 63) & ~63 for w, name in moves]
-    if not moves:
+    arena = huge_arena(sum(sizes)) if moves and os.environ.get("GLASSGPT_HUGE_PAGES", "") != "0" else None
+    if arena is None:
         return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    total = sum(sizes)
-    arena = mmap.mmap(-1, total + 2 * HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # untouched: madvise first
-    base = ctypes.addressof(ctypes.c_char.from_buffer(arena))
-    start = -base % HUGE_PAGE
-    if libc.madvise(base + start, (total + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE):
-        arena.close()
-        return 0
+    memory, at = arena
     files = _file_mappings()
-    at = start
     with torch.no_grad():
         for (w, name), size in zip(moves, sizes):
             old = getattr(w, name)
             n = old.numel() * old.element_size()
-            new = torch.frombuffer(arena, dtype=torch.uint8, count=n, offset=at).view(old.dtype).view(old.shape)
+            new = torch.frombuffer(memory, dtype=torch.uint8, count=n, offset=at).view(old.dtype).view(old.shape)
             new.copy_(old)
             w._buffers[name] = new
             at += size
             p0, p1 = old.data_ptr(), old.data_ptr() + n  # the source's whole pages, if a file's
             p0, p1 = (p0 + 4095) & ~4095, p1 & ~4095
             if p1 > p0 and any(a <= p0 and p1 <= b for a, b in files):
-                libc.madvise(p0, p1 - p0, MADV_DONTNEED)
-    model.huge_page_bytes = total  # (benchmarks report it)
-    return total
+                _libc().madvise(p0, p1 - p0, MADV_DONTNEED)
+    model.huge_page_bytes = sum(sizes)  # (benchmarks report it)
+    return sum(sizes)
+
+
+def huge_arena(nbytes: int):
+    """(an anonymous private mmap, offset) with nbytes from offset on a 2 MB boundary, madvised for huge pages
+    before anything touches it; None where Linux's transparent huge pages are off or absent."""
+    import mmap
+    import platform
+
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # "always [madvise] never": the choice in brackets
+    if platform.system() != "Linux" or not thp.is_file() or "[never]" in thp.read_text(errors="replace"):
+        return None
+    memory = mmap.mmap(-1, nbytes + 2 * HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    start = -base % HUGE_PAGE
+    if _libc().madvise(base + start, (nbytes + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE):
+        memory.close()
+        return None
+    return memory, start
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
 
 
 def _file_mappings() -> list[tuple[int, int]]:

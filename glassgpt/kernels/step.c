@@ -642,3 +642,44 @@ int decode_step(const Model *m, int64_t token, int pos, const Cache *c, float *l
     pthread_mutex_unlock(&pool.busy);
     return 0;
 }
+
+/* ----------------------------------------------------------------------------- a pure read, for benchmarks/matvec.py
+
+   What one or more threads read when all they do is stream memory: n bytes at p (n a multiple of 1 MB), summed
+   as 64-bit integers in pieces of 1 MB shared by `threads` threads as the products are. Returns the sum (so the
+   loads are not optimised away). The ceiling the tile kernels are measured against. */
+
+typedef struct {
+    const uint8_t *p;
+    int64_t *sums;  /* one per piece */
+} Reading;
+
+AVX2 static void read_piece(const void *job, int piece) {
+    const Reading *r = job;
+    const uint8_t *at = r->p + ((size_t)piece << 20);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < (1 << 20); i += 128) {
+        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256((const __m256i *)(at + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256((const __m256i *)(at + i + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256((const __m256i *)(at + i + 64)));
+        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256((const __m256i *)(at + i + 96)));
+    }
+    int64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+    r->sums[piece] = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+int64_t stream_read(const void *p, size_t n, int threads) {
+    int pieces = (int)(n >> 20);
+    int64_t *sums = calloc(pieces > 0 ? pieces : 1, sizeof(int64_t)), total = 0;
+    if (!sums) return 0;
+    Reading r = {p, sums};
+    pthread_mutex_lock(&pool.busy);
+    threads = start_workers(threads < 1 ? 1 : threads);
+    share(read_piece, &r, pieces, threads);
+    park();
+    pthread_mutex_unlock(&pool.busy);
+    for (int i = 0; i < pieces; i++) total += sums[i];
+    free(sums);
+    return total;
+}
