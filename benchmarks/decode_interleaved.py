@@ -5,6 +5,7 @@
 
 "int4-4kpages" is int4 with its weights left in 4 KB pages (GLASSGPT_HUGE_PAGES=0; the control for
 glassgpt.kernels.huge_pages, which every load of a block mode does).
+"int4-avx2" (any block mode + "-avx2") runs the avx2 kernel version on this CPU: what an AVX2-only CPU runs.
 "int4-torchstep" is int4 through the torch lean step with a float32 cache (what every mode ran before
 glassgpt/kernels/step.c): beside "int4" (the C step, float16 cache, as generation runs it) it shows what
 the one-call step gains. The JSON records which step each glassgpt row ran ("c" or "torch") and its cache dtype.
@@ -40,6 +41,8 @@ from matvec import cpu_info, read_bandwidth  # noqa: E402
 
 from glassgpt.decode import DecodeStep, StaticKVCache  # noqa: E402
 from glassgpt.generate import decode_step  # noqa: E402
+from glassgpt.kernels.step import CStep  # noqa: E402
+from glassgpt.quant import BlockWeight  # noqa: E402
 
 LOOP = """
 import os, sys, time, json, numpy as np, llama_cpp
@@ -78,8 +81,24 @@ class TorchStep(Ours):
         return {**super().kernels(), "step": self.lean.ran, "cache": "float32"}
 
 
+class Avx2(Ours):
+    """A block mode through the avx2 kernel version (blockdot.c's and step.c's), what an AVX2-only CPU runs."""
+
+    def __init__(self, weights: str):
+        super().__init__(weights)
+        for w in self.model.modules():
+            if isinstance(w, BlockWeight):
+                w.kernel = "avx2"  # the prompt's products
+        step = decode_step(self.model)
+        step.c = CStep(self.model, isa="avx2", threads=step.c.threads)  # the decode step
+
+    def kernels(self) -> dict:
+        return {**super().kernels(), "blockdot": "avx2"}
+
+
 def runners_for(names: list[str]) -> dict:
-    runners = make_runners([n for n in names if not n.endswith(("-torchstep", "-4kpages"))])
+    runners = make_runners([n for n in names if not n.endswith(("-torchstep", "-4kpages", "-avx2"))])
+    runners.update({n: Avx2(n.removesuffix("-avx2")) for n in names if n.endswith("-avx2")})
     runners.update({n: TorchStep(n.removesuffix("-torchstep")) for n in names if n.endswith("-torchstep")})
     for n in [n for n in names if n.endswith("-4kpages")]:  # the weights left in 4 KB pages (kernels.huge_pages)
         os.environ["GLASSGPT_HUGE_PAGES"] = "0"
