@@ -23,7 +23,7 @@ once by one prefill of the longest context and set back to the length (a KV cach
 `--answers DTYPE` times nothing: on the 24 prompts of tests/decode_prompts.py it compares int4's greedy
 continuations (32 tokens, through the step generation runs) with a DTYPE cache against those with a float32
 cache and against fp32 weights', and the largest logit difference between the two caches' steps along the
-float32 cache's continuation (benchmarks/results/decode_kv_answers.json).
+float32 cache's continuation (benchmarks/results/decode_kv_answers-DTYPE.json).
 
 The median ms/token per context, wall clock and this thread's CPU time (on a machine shared with other
 jobs the CPU time is the steadier: it leaves out the time the process waits for a core; both are
@@ -144,7 +144,8 @@ def main() -> None:
                     "bfloat16 (comma-separated, or '')")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--answers", metavar="DTYPE", help="compare a DTYPE cache's answers with float32's instead of timing")
+    ap.add_argument("--answers", metavar="DTYPE", choices=["float16", "bfloat16", "int8"],
+                    help="compare a DTYPE cache's answers with float32's instead of timing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.answers:
@@ -152,10 +153,12 @@ def main() -> None:
             result = {"cpu": cpu_info(), "threads": args.threads, **answers(args.answers)}
         print(json.dumps({k: v for k, v in result.items() if k != "cpu"}))
         (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "decode_kv_answers.json").write_text(json.dumps(result, indent=2) + "\n")
+        (HERE / "results" / f"decode_kv_answers-{args.answers}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     contexts = [int(c) for c in args.contexts.split(",")]
     kv_dtypes = [k for k in args.kv.split(",") if k]
+    if set(kv_dtypes) - {"float16", "bfloat16", "int8"}:
+        ap.error(f"--kv takes float16, bfloat16 and int8, got {args.kv!r}")
     runs = {}
     with torch.inference_mode():
         for mode in args.modes.split(","):
