@@ -13,7 +13,7 @@ from glassgpt import GPT, kernels, preset
 from glassgpt.decode import DecodeStep, StaticKVCache, cache_dtype, quantize_rows
 from glassgpt.errors import GlassError
 from glassgpt.fast import pack_model
-from glassgpt.generate import SampleConfig, decode_step, generate_ids, new_cache
+from glassgpt.generate import SampleConfig, decode_step, generate_ids, new_cache, truncate
 from glassgpt.kernels.step import CACHE_DTYPES, CStep, threads_asked, why_not
 from toys import lean_and_glass
 
@@ -396,3 +396,23 @@ def test_generation_through_the_c_step_on_an_int8_cache_equals_the_glass_box_on_
     assert got == seq[len(prompt):]
     assert len(set(got)) > 3
     assert exact != seq  # (the float32 glass box parts at token 4)
+
+
+def test_a_conversation_keeps_its_int8_cache_across_turns_as_chat_does():
+    """chat.Chat's pattern on an int8 cache through the C step: a turn cuts the cache back to the prefix it
+    shares with the new prompt (generate.truncate), prefills the rest (GPT.forward, quantize_rows) and steps;
+    the cache starts small, so a later turn grows it (reserve: codes and scales copied). Each turn's greedy
+    answer equals that of a fresh int8 cache fed the whole prompt at once."""
+    model = _toy("int4", sharp=True)
+    model.kv_dtype = torch.int8
+    cfg = SampleConfig(max_new_tokens=6, temperature=0)
+    kept, history = new_cache(model, 8), [3, 1, 4]
+    for turn in ([1, 5, 9], [2, 6], [5, 3, 5, 8]):
+        prompt = history + turn
+        truncate(kept, len(history))  # what the previous turn left after its answer is still held
+        answer = [int(t[0]) for t in generate_ids(model, [prompt], cfg, cache=kept)]
+        fresh = [int(t[0]) for t in generate_ids(model, [prompt], cfg, cache=new_cache(model, len(prompt) + 6))]
+        assert answer == fresh and decode_step(model).ran == "c"
+        assert kept.K.dtype == torch.int8 and kept.capacity >= len(prompt) + 5
+        history = prompt + answer
+    assert kept.capacity > 8  # it grew
