@@ -140,6 +140,7 @@ def _(x, codes, dm, d_out, bits, terms):
 
 HUGE_PAGE = 2 << 20
 MADV_HUGEPAGE, MADV_DONTNEED = 14, 4  # Linux's
+SLICE = 1 << 20  # bytes copied between two drops of the source's pages
 
 
 def huge_pages(model: torch.nn.Module) -> int:
@@ -162,18 +163,27 @@ def huge_pages(model: torch.nn.Module) -> int:
         return 0
     memory, at = arena
     files = _file_mappings()
+
+    def drop(p0: int, p1: int) -> None:  # the whole 4 KB pages in p0..p1, if a file's (they read back the same)
+        p0, p1 = (p0 + 4095) & ~4095, p1 & ~4095
+        if p1 > p0 and any(a <= p0 and p1 <= b for a, b in files):
+            _libc().madvise(p0, p1 - p0, MADV_DONTNEED)
+
+    for w, name in moves:  # pages a load already touched (a tensor's neighbours fault in with it) go first ...
+        old = getattr(w, name)
+        drop(old.data_ptr(), old.data_ptr() + old.numel() * old.element_size())
     with torch.no_grad():
         for (w, name), size in zip(moves, sizes):
             old = getattr(w, name)
             n = old.numel() * old.element_size()
             new = torch.frombuffer(memory, dtype=torch.uint8, count=n, offset=at).view(old.dtype).view(old.shape)
-            new.copy_(old)
+            src, dst, p = old.view(-1).view(torch.uint8), new.view(-1).view(torch.uint8), old.data_ptr()
+            edges = [0] + list(range((-p % 4096) + SLICE, n, SLICE)) + [n]  # inner edges on page boundaries
+            for a, b in zip(edges, edges[1:]):  # ... and each slice's pages once copied: resident memory holds
+                dst[a:b].copy_(src[a:b])  # a slice twice, never a tensor (the unembedding is 28 MB)
+                drop(p + a, p + b)
             w._buffers[name] = new
             at += size
-            p0, p1 = old.data_ptr(), old.data_ptr() + n  # the source's whole pages, if a file's
-            p0, p1 = (p0 + 4095) & ~4095, p1 & ~4095
-            if p1 > p0 and any(a <= p0 and p1 <= b for a, b in files):
-                _libc().madvise(p0, p1 - p0, MADV_DONTNEED)
     model.huge_page_bytes = sum(sizes)  # (benchmarks report it)
     return sum(sizes)
 
