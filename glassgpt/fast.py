@@ -367,6 +367,14 @@ def _save_cache(loaded, stored: Path) -> None:
         pass  # a read-only cache folder: no cache, the next load converts again
 
 
+def _small_copied(t: torch.Tensor) -> torch.Tensor:
+    """A tensor of the mapped cache file, copied if it is smaller than a page: Linux maps 64 KB of a file around
+    a touched page, so a norm's 2 KB (or a BlockWeight's one-byte `passes`) read from the file kept 64 KB of it
+    resident (2 MB in all on SmolLM2 int4); copied, they take 0.1 MB, and once the block weights have moved
+    to 2 MB pages (kernels.huge_pages) no tensor holds the file's mapping any more."""
+    return t.clone() if t.numel() * t.element_size() < 4096 else t
+
+
 def _load_cache(stored: Path, path: Path, mode: str):
     """The converted model, its tensors memory-mapped from the cache file; None when the file is unreadable
     or of another layout (then the GGUF is converted again and the file replaced)."""
@@ -393,7 +401,7 @@ def _load_cache(stored: Path, path: Path, mode: str):
         packed = classes[kind].__new__(classes[kind])
         PackedWeight.__init__(packed)
         for buf in [k[len(name) + 1:] for k in tensors if k.startswith(name + ".")]:
-            t = tensors.pop(f"{name}.{buf}")
+            t = _small_copied(tensors.pop(f"{name}.{buf}"))
             if t.data_ptr() % 64 and kind != "BlockWeight":  # torch's packed kernels may load whole cache lines:
                 t = t.clone()  # an unaligned map crashed _weight_int8pack_mm (a copy is aligned; blockdot.c and
             packed.register_buffer(buf, t)  # step.c load unaligned, so block weights stay mapped, never copied)
@@ -403,6 +411,7 @@ def _load_cache(stored: Path, path: Path, mode: str):
         _swap(model.embed, "W_E", BlockRows(model.unembed.W_U))
     for name, t in tensors.items():
         module_name, _, leaf = name.rpartition(".")
+        t = _small_copied(t)
         if name == "embed.W_E" and header["W_E_transposed"]:  # (a block mode keeps W_E (d_vocab, d_model) row-major:
             t = t.T  # it only gives one row per token then, and a row is a few pages of the mapped file, not all of it)
         setattr(model.get_submodule(module_name), leaf, nn.Parameter(t, requires_grad=False))
