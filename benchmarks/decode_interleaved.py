@@ -5,6 +5,7 @@
 
 "int4-4kpages" is int4 with its weights left in 4 KB pages (GLASSGPT_HUGE_PAGES=0; the control for
 glassgpt.kernels.huge_pages, which every load of a block mode does).
+"int4-2threads" (any block mode + "-2threads") is the C step on two threads (kernels/pool.c), beside one.
 "int4-avx2" (any block mode + "-avx2") runs the avx2 kernel version on this CPU: what an AVX2-only CPU runs.
 "int4-torchstep" is int4 through the torch lean step with a float32 cache (what every mode ran before
 glassgpt/kernels/step.c): beside "int4" (the C step, float16 cache, as generation runs it) it shows what
@@ -96,9 +97,21 @@ class Avx2(Ours):
         return {**super().kernels(), "blockdot": "avx2"}
 
 
+class TwoThreads(Ours):
+    """A block mode whose C step shares its products with a second thread (GLASSGPT_DECODE_THREADS=2)."""
+
+    def __init__(self, weights: str):
+        super().__init__(weights)
+        decode_step(self.model).c = CStep(self.model, threads=2)
+
+    def kernels(self) -> dict:
+        return {**super().kernels(), "threads": 2}
+
+
 def runners_for(names: list[str]) -> dict:
-    runners = make_runners([n for n in names if not n.endswith(("-torchstep", "-4kpages", "-avx2"))])
+    runners = make_runners([n for n in names if not n.endswith(("-torchstep", "-4kpages", "-avx2", "-2threads"))])
     runners.update({n: Avx2(n.removesuffix("-avx2")) for n in names if n.endswith("-avx2")})
+    runners.update({n: TwoThreads(n.removesuffix("-2threads")) for n in names if n.endswith("-2threads")})
     runners.update({n: TorchStep(n.removesuffix("-torchstep")) for n in names if n.endswith("-torchstep")})
     for n in [n for n in names if n.endswith("-4kpages")]:  # the weights left in 4 KB pages (kernels.huge_pages)
         os.environ["GLASSGPT_HUGE_PAGES"] = "0"
@@ -120,7 +133,7 @@ def step_report(r: Ours, cache) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--impls", default=",".join(MODES) + ",int4-4kpages,int4-torchstep,transformers,llama.cpp")
+    ap.add_argument("--impls", default=",".join(MODES) + ",int4-4kpages,int4-avx2,int4-2threads,int4-torchstep,transformers,llama.cpp")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

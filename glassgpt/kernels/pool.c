@@ -34,9 +34,9 @@ typedef void (*Work)(const void *job, int piece);
 static struct {
     Work work;
     const void *job;
-    uint64_t claim;          /* section << 40 | pieces << 20 | next piece */
-    uint32_t finished;       /* pieces of the current section done */
-    int workers;             /* worker threads started */
+    _Alignas(64) uint64_t claim;      /* section << 40 | pieces << 20 | next piece */
+    _Alignas(64) uint32_t finished;   /* pieces of the current section done (a cache line of its own) */
+    _Alignas(64) int workers;         /* worker threads started (this and the rest off those two lines) */
     int sleeping;            /* workers waiting on `wake` */
     int parked;              /* 1: no section is coming soon, sleep now (park()); 0 while a step shares */
     int64_t naps;            /* times a worker went to sleep (pool_state: the tests) */
