@@ -46,7 +46,7 @@ from .model import GPT
 from .progress import say, status
 from .quant import (BlockRows, BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes,
                     q8_0_codes)
-from .tokenizer import BPETokenizer
+from .tokenizer import BPETokenizer, hf_from_json
 
 MODES = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")
 DEFAULT_MODE = "int4"  # chat and generate: the GGUF's own blocks, 24/24 answers like fp32, fewest bytes (README, Speed)
@@ -381,12 +381,11 @@ def _load_cache(stored: Path, path: Path, mode: str):
     import json
 
     from safetensors import safe_open
-    from tokenizers import Tokenizer as HFTokenizer
 
     try:
         with safe_open(str(stored), framework="pt") as f:
             header = json.loads(f.metadata()["glassgpt"])
-            tok = HFTokenizer.from_str(f.metadata()["tokenizer"])
+            tok = hf_from_json(f.metadata()["tokenizer"])
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         if header.get("version") != CACHE_VERSION:
             raise ValueError(f"cache layout {header.get('version')}, expected {CACHE_VERSION}")

@@ -128,10 +128,8 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "BPETokenizer":
-        from tokenizers import Tokenizer as HFTokenizer
-
         try:
-            return cls(HFTokenizer.from_file(str(path)))
+            return cls(hf_from_json(Path(path).read_text(encoding="utf-8")))
         except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
             raise GlassError(f"{path}: not a readable tokenizer.json ({str(e).splitlines()[0][:200]})") from None
 
@@ -158,6 +156,35 @@ class BPETokenizer(Tokenizer):
         path = Path(folder) / self.FILE
         _write_atomic(path, self.tok.to_str())
         return path
+
+
+BPE_OPTIONS = {"dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", "byte_fallback",
+               "ignore_merges"}  # a BPE model's settings in tokenizer.json, as models.BPE takes them
+
+
+def hf_from_json(text: str):
+    """A Hugging Face `tokenizers.Tokenizer` from its JSON (tokenizer.json's text): the same tokenizer as
+    `Tokenizer.from_str(text)` (its to_str() gives the same JSON; tests/test_tokenizer.py), built with less
+    resident memory. from_str's own parse of a BPE model's 49k merges leaves about 3 MB of the C heap in
+    holes that glibc cannot give back (SmolLM2, benchmarks/memory.py); so a BPE model's vocabulary and merges
+    are read by Python's json and handed to models.BPE, and from_str reads the rest, whose vocabulary holds
+    only the added tokens (so they keep their ids). Anything else goes to from_str whole."""
+    from tokenizers import Tokenizer as HFTokenizer, models
+
+    spec = json.loads(text)
+    model = spec.get("model") if isinstance(spec, dict) else None
+    if not isinstance(model, dict):
+        return HFTokenizer.from_str(text)
+    vocab, merges = model.get("vocab"), model.get("merges")
+    options = {k: v for k, v in model.items() if k not in ("type", "vocab", "merges") and v is not None}
+    if (model.get("type") != "BPE" or not isinstance(vocab, dict) or not isinstance(merges, list) or set(options) - BPE_OPTIONS
+            or not all(isinstance(m, list) and len(m) == 2 for m in merges)):  # (older files: merges as "a b" strings)
+        return HFTokenizer.from_str(text)
+    model["vocab"] = {t["content"]: t["id"] for t in spec.get("added_tokens") or ()}
+    model["merges"] = []
+    tok = HFTokenizer.from_str(json.dumps(spec))
+    tok.model = models.BPE(vocab, [tuple(m) for m in merges], **options)
+    return tok
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
