@@ -61,3 +61,15 @@ def test_after_a_two_thread_step_the_worker_sleeps_and_one_thread_steps_leave_it
     _steps(model, 2, 8)
     woke = _all_asleep()
     assert woke["naps"] > after["naps"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_stream_read_reads_every_byte_once_however_many_threads_share_it(threads):
+    """step.c's stream_read (benchmarks/matvec.py's pure read) through the pool: 1 MB pieces summed as int64."""
+    lib = kernels.library()
+    lib.stream_read.restype = ctypes.c_int64
+    lib.stream_read.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    x = torch.arange(5 << 17, dtype=torch.int64)  # 5 MB: 5 pieces
+    assert lib.stream_read(x.data_ptr(), x.numel() * 8, threads) == int(x.sum())
+    x[-1] += 1  # (control: the last piece is read too)
+    assert lib.stream_read(x.data_ptr(), x.numel() * 8, threads) == int(x.sum())
