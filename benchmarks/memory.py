@@ -106,10 +106,11 @@ def child(kind: str, weights: str, threads: int, n_turns: int) -> dict:
     st.mark("GGUF hashed (cache key)")
     if kind == "tokenizer":  # the tokenizer alone, from where a cached load takes it
         from safetensors import safe_open
-        from tokenizers import Tokenizer
+
+        from glassgpt.tokenizer import hf_from_json
 
         with safe_open(str(stored), framework="pt") as f:
-            tok = Tokenizer.from_str(f.metadata()["tokenizer"])
+            tok = hf_from_json(f.metadata()["tokenizer"])
         st.mark("tokenizer built")
         from glassgpt.fast import release_free_memory
 
