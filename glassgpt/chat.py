@@ -97,6 +97,8 @@ class Chat:
             for piece in stream(self.loaded.model, self.loaded.tokenizer, ids, cfg, cache=cache, generated=generated):
                 answer.append(piece)
                 yield piece
+                if len(answer) == 1:  # after the first piece is out: what the prefill freed goes back too
+                    release_free_memory()
         finally:  # also on Ctrl-C: the partial answer stays in the history
             self.messages.append({"role": "assistant", "content": "".join(answer).strip()})
             if cache is not None:  # an interrupted step may have reached only some layers: keep what all hold
