@@ -24,12 +24,12 @@ SHAPES = {"d_head 32": dict(d_model=128, n_heads=4, n_kv_heads=2),  # the genera
           "d_head 64": dict(d_model=192, n_heads=3, n_kv_heads=1)}  # SmolLM2's d_head: the unrolled loops
 
 
-def _toy(mode: str, shape: str = "d_head 64", sharp: bool = False) -> GPT:
+def _toy(mode: str, shape: str = "d_head 64", sharp: bool = False, n_ctx: int = 96) -> GPT:
     """Random weights with norms that matter and attention far from uniform (W_Q, W_K scaled up: which key
     sits where, i.e. RoPE, changes the logits). sharp: more so, and layers that outweigh the token's own
     embedding, so greedy continuations vary (float32 rounding differences grow with the scale: 7e-4 of the
     logits between C and torch in int4, against 4e-5 for the mild toy)."""
-    cfg = preset("smollm2-135m", d_vocab=V, n_ctx=96, n_layers=2, d_mlp=192, rope_theta=500.0, **SHAPES[shape])
+    cfg = preset("smollm2-135m", d_vocab=V, n_ctx=n_ctx, n_layers=2, d_mlp=192, rope_theta=500.0, **SHAPES[shape])
     torch.manual_seed(0)
     model = GPT(cfg).eval()
     with torch.no_grad():
@@ -80,37 +80,44 @@ def test_the_c_step_starts_from_an_empty_cache(isa):
     assert (ours - theirs).abs().max() < 1e-4 * theirs.abs().max()
 
 
-def _attention(q, K, V, pos, isa, K_scale=None, V_scale=None):
+def _attention(q, K, V, pos, isa, K_scale=None, V_scale=None, threads=1):
     """step.c's attention alone (step_attention): q (H, d_head), K, V (H_kv, capacity, d_head) float32, float16
-    or int8 codes with K_scale, V_scale (H_kv, capacity) → z (H, d_head)."""
+    or int8 codes with K_scale, V_scale (H_kv, capacity) → z (H, d_head), its pieces shared among `threads`."""
     lib = kernels.library()
     (H, d), (H_kv, capacity, _) = q.shape, K.shape
-    scores, buf, z = torch.empty(H, capacity), torch.empty(16, d), torch.empty(H, d)
+    lib.attention_part_floats.restype = ctypes.c_size_t
+    part = torch.empty(lib.attention_part_floats(H, d, capacity))
+    scores, z = torch.empty(H, capacity), torch.empty(H, d)
     lib.step_attention.restype = ctypes.c_int
     pointers = [ctypes.c_void_p(None if t is None else t.data_ptr()) for t in (q, K, V, K_scale, V_scale)]
     rc = lib.step_attention(*map(ctypes.c_int, (H, H_kv, d)), *pointers,
                             *map(ctypes.c_int, (CACHE_DTYPES[K.dtype], capacity, pos, kernels.ISAS[isa][0])),
-                            *(ctypes.c_void_p(t.data_ptr()) for t in (scores, buf, z)))
+                            *(ctypes.c_void_p(t.data_ptr()) for t in (scores, part, z)), ctypes.c_int(threads))
     assert rc == 0
     return z
+
+
+LONG = 1100  # positions: past attention.c's SPAN (1024), so a head's attention is cut into 2 spans at the end
+AT = (0, 15, 16, 300, 1023, 1024, 1040, LONG - 1)  # inside and at the ends of blocks of 16 and of one span
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("H, H_kv, d_head", [(9, 3, 64), (4, 2, 32), (4, 1, 64), (3, 1, 48), (2, 1, 128), (3, 1, 24)])
 def test_both_attention_versions_compute_softmax_qk_v_over_a_long_cache(H, H_kv, d_head, dtype):
     """AVX-512 (blocks of 16 keys, three query heads a pass, SmolLM2's 9/3 × 64 unrolled) and AVX2 against
-    torch in float64 over hundreds of random keys, at lengths that end inside and at the end of a block."""
+    torch in float64 over a thousand random keys, at lengths that end inside and at the end of a block and of a
+    span; on two threads (pieces of key/value head × span shared, kernels/pool.c) the same bits as on one."""
     torch.manual_seed(0)
-    capacity = 400
     q = 2 * torch.randn(H, d_head)
-    K, V = torch.randn(H_kv, capacity, d_head).to(dtype), torch.randn(H_kv, capacity, d_head).to(dtype)
-    for pos in (0, 15, 16, 300, capacity - 1):
+    K, V = torch.randn(H_kv, LONG, d_head).to(dtype), torch.randn(H_kv, LONG, d_head).to(dtype)
+    for pos in AT:
         k, v = (t[:, :pos + 1].double().repeat_interleave(H // H_kv, 0) for t in (K, V))  # (H, pos + 1, d_head)
         pattern = torch.softmax(q.double().unsqueeze(1) @ k.transpose(1, 2) / d_head ** 0.5, -1)  # (H, 1, pos + 1)
         want = (pattern @ v).squeeze(1)  # (H, d_head)
         got = {isa: _attention(q, K, V, pos, isa) for isa in kernels.usable()}
-        for z in got.values():
+        for isa, z in got.items():
             assert (z - want).abs().max() < 1e-5 * want.abs().max()
+            assert torch.equal(_attention(q, K, V, pos, isa, threads=2), z)
         if len(got) == 2:
             assert (got["avx512-vnni"] - got["avx2"]).abs().max() < 1e-5 * got["avx2"].abs().max()
 
@@ -262,6 +269,17 @@ def test_threads_share_the_products_and_change_no_bit():
         assert torch.equal(_c_logits(model, threads), one)
 
 
+def test_threads_share_attention_over_spans_and_greedy_generation_keeps_every_token():
+    """Past 1024 positions a layer's attention is cut into spans too (key/value head × span: 2 × 2 pieces at
+    1100): 1100 greedy steps of a toy give the same logits, bit for bit, on one, two and three threads."""
+    model = _toy("int4", "d_head 32", sharp=True, n_ctx=1100)
+    model.blocks[0].attn.rope.extend(1100)  # (its table starts at 1024 positions; DecodeStep extends it)
+    one = _c_logits(model, 1, 1100)
+    assert len(set(one[1024:].argmax(-1).tolist())) > 3  # the continuation moves: a wrong piece would change it
+    for threads in (2, 3):
+        assert torch.equal(_c_logits(model, threads, 1100), one)
+
+
 def test_a_forked_child_starts_its_own_workers():
     import os
     import time
@@ -323,11 +341,10 @@ def test_both_attention_versions_read_an_int8_cache_as_codes_times_scales(H, H_k
     scales — each element moves by at most scale/2, so each score by at most δ = max‖q‖₁·scale_K/2/√d_head, each
     weight of the pattern by a factor within e^±2δ, and z by at most max(scale_V)/2 + (e^2δ - 1)·max|v|."""
     torch.manual_seed(0)
-    capacity = 400
     q = torch.randn(H, d_head)
-    K, V, (K8, K_scale), (V8, V_scale) = _int8_cache(H_kv, capacity, d_head)
+    K, V, (K8, K_scale), (V8, V_scale) = _int8_cache(H_kv, LONG, d_head)
     rounded = [codes.float() * scale.unsqueeze(-1) for codes, scale in ((K8, K_scale), (V8, V_scale))]
-    for pos in (0, 15, 16, 300, capacity - 1):
+    for pos in AT:
         want = _softmax_qk_v(q, *rounded, pos, H)
         exact = _softmax_qk_v(q, K, V, pos, H)
         delta = q.abs().sum(1).max() * K_scale[:, :pos + 1].max() / 2 / d_head ** 0.5
@@ -336,6 +353,7 @@ def test_both_attention_versions_read_an_int8_cache_as_codes_times_scales(H, H_k
             z = _attention(q, K8, V8, pos, isa, K_scale, V_scale)
             assert (z - want).abs().max() < 1e-5 * want.abs().max()
             assert 0 < (z - exact).abs().max() < bound  # (0: the rounding was not read)
+            assert torch.equal(_attention(q, K8, V8, pos, isa, K_scale, V_scale, threads=2), z)
 
 
 def test_the_int8_comparison_sees_scales_one_step_off():

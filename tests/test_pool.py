@@ -73,3 +73,31 @@ def test_stream_read_reads_every_byte_once_however_many_threads_share_it(threads
     assert lib.stream_read(x.data_ptr(), x.numel() * 8, threads) == int(x.sum())
     x[-1] += 1  # (control: the last piece is read too)
     assert lib.stream_read(x.data_ptr(), x.numel() * 8, threads) == int(x.sum())
+
+
+def test_the_worker_takes_pieces_of_attention():
+    """step_attention (the step's attention alone) on two threads over 3000 positions: 3 key/value heads × 3
+    spans = 9 pieces a call, some of them done by the worker; on one thread none (and the same bits)."""
+    lib = kernels.library()
+    lib.attention_part_floats.restype = ctypes.c_size_t
+    H, H_kv, d, n = 9, 3, 64, 3000
+    torch.manual_seed(0)
+    q, K, V = torch.randn(H, d), torch.randn(H_kv, n, d).half(), torch.randn(H_kv, n, d).half()
+    scores, part = torch.empty(H, n), torch.empty(lib.attention_part_floats(H, d, n))
+
+    def attend(threads: int) -> torch.Tensor:
+        z = torch.empty(H, d)
+        pointers = [ctypes.c_void_p(t.data_ptr()) for t in (q, K, V)] + [None, None]
+        assert lib.step_attention(H, H_kv, d, *pointers, 1, n, n - 1, kernels.ISAS[kernels.kernel()][0],
+                                  *(ctypes.c_void_p(t.data_ptr()) for t in (scores, part, z)), threads) == 0
+        return z
+
+    one = attend(1)
+    before = _state()["worker_pieces"]
+    for _ in range(200):  # (a worker the system has not run yet leaves its share to the caller: try again)
+        assert torch.equal(attend(2), one)
+        if _state()["worker_pieces"] > before:
+            break
+    assert _state()["worker_pieces"] > before
+    settled = _all_asleep()["worker_pieces"]
+    assert torch.equal(attend(1), one) and _state()["worker_pieces"] == settled  # one thread: the caller alone

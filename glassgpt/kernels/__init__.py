@@ -13,7 +13,7 @@ rounding), also used when no C compiler builds the file (once, into glassgpt's c
 by the sources' hash) or when GLASSGPT_KERNEL=torch. `blockdot()` is a torch custom op, so a
 compiled decode step (torch.compile) keeps it as one opaque call.
 
-step.c includes blockdot.c and pool.c (worker threads) and adds one whole decode step of a Llama-style
+step.c includes blockdot.c, pool.c (worker threads) and attention.c, and adds one whole decode step of a Llama-style
 model in one call (glassgpt/kernels/step.py binds it; glassgpt/decode.py uses it): one library.
 """
 
@@ -30,7 +30,8 @@ import torch
 
 from ..fetch import cache_dir
 
-SOURCES = [Path(__file__).with_name(name) for name in ("blockdot.c", "pool.c", "step.c")]  # step.c includes the others
+SOURCES = [Path(__file__).with_name(name)  # step.c (last) includes the others
+           for name in ("blockdot.c", "pool.c", "attention.c", "step.c")]
 ISAS = {  # kernel name: (the C code's isa number, the /proc/cpuinfo flags it needs), best first
     "avx512-vnni": (0, ("avx512f", "avx512bw", "avx512_vnni", "f16c", "fma")),
     "avx2": (1, ("avx2", "f16c", "fma")),

@@ -57,8 +57,8 @@ def why_not(model) -> str:
     cfg = model.cfg
     if (cfg.positions, cfg.norm, cfg.mlp) != ("rope", "rmsnorm", "swiglu"):
         return "not a Llama-style model (RoPE, RMSNorm, SwiGLU)"
-    if cfg.d_head % 8 or cfg.n_heads % cfg.n_kv_heads:
-        return f"d_head {cfg.d_head} is not a multiple of 8"
+    if cfg.d_head % 8 or cfg.d_head > 512 or cfg.n_heads % cfg.n_kv_heads:
+        return f"d_head {cfg.d_head} is not a multiple of 8 up to 512"
     rope = model.blocks[0].attn.rope
     norms = [model.unembed.norm] + [n for b in model.blocks for n in (b.ln1, b.ln2)]
     for b in model.blocks:
