@@ -17,8 +17,9 @@ once by one prefill of the longest context and set back to the length (a KV cach
     lean-float16kv the same with a float16 StaticKVCache (half the bytes a step reads from the cache);
                    --kv int8 adds an int8 one (a quarter: int8 codes and a float32 scale per row of d_head,
                    glassgpt.decode.quantize_rows), --kv bfloat16 a bfloat16 one (the torch step)
-    lean-float16kv-2threads   the C step on that cache with 2 threads sharing each product (kernels/pool.c;
-                   generation asks for it with GLASSGPT_DECODE_THREADS=2)
+    lean-float16kv-2threads   the C step on that cache with 2 threads sharing each product and each layer's
+                   attention (kernels/pool.c, kernels/attention.c; generation asks for it with
+                   GLASSGPT_DECODE_THREADS=2)
 
 `--answers DTYPE` times nothing: on the 24 prompts of tests/decode_prompts.py it compares int4's greedy
 continuations (32 tokens, through the step generation runs) with a DTYPE cache against those with a float32
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -203,6 +205,7 @@ def main() -> None:
                      "c_threads": getattr(getattr(runs[name][0], "c", None), "threads", None),
                      "kv_cache_mb_at_longest": round(cache_mb(runs[name][1]), 1)})
     result = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "steps_per_round": STEPS,
+              "load_average": os.getloadavg(),
               "contexts": contexts, "rows": rows}
     print(f"{'variant':<26} " + " ".join(f"{'ms @' + str(n):>9}" for n in contexts) + f" {'growth':>7} "
           + " ".join(f"{'cpu ms @' + str(n):>13}" for n in contexts) + f" {'growth':>7} {'Δlogit':>8}")
