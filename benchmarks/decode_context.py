@@ -204,6 +204,13 @@ def main() -> None:
                      "step": getattr(runs[name][0], "ran", "glass box"), "cache": cache_name(runs[name][1]),
                      "c_threads": getattr(getattr(runs[name][0], "c", None), "threads", None),
                      "kv_cache_mb_at_longest": round(cache_mb(runs[name][1]), 1)})
+    by_name = {r["variant"]: r for r in rows}
+    for r in rows:  # the 2-thread step at the longest context against the 1-thread step at the shortest
+        one = by_name.get(r["variant"].removesuffix("-2threads"))
+        if r["variant"].endswith("-2threads") and one:
+            r["longest_vs_1thread_shortest"] = round(r["ms_per_token"][contexts[-1]] / one["ms_per_token"][contexts[0]], 2)
+            print(f"{r['variant']}: {r['ms_per_token'][contexts[-1]]} ms at {contexts[-1]} tokens = "
+                  f"{r['longest_vs_1thread_shortest']}x the 1-thread step at {contexts[0]}")
     result = {"cpu": cpu_info(), "threads": args.threads, "rounds": args.rounds, "steps_per_round": STEPS,
               "load_average": os.getloadavg(),
               "contexts": contexts, "rows": rows}
