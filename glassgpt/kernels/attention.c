@@ -27,7 +27,6 @@ AVX2 static inline __m256 load8(const void *row, size_t i, int type) {
     return _mm256_loadu_ps((const float *)row + i);
 }
 
-
 /* cache[kv, pos] = k_kv for each key/value head: k (H_kv, d_head) into cache (H_kv, capacity, d_head) of
    `type`: float16 rounded to nearest (as torch's .half()); int8 as decode.py's quantize_rows, bit for bit:
    scale = max|k_kv| / 127 into scales[kv, pos] (scales (H_kv, capacity)), code = round(k / scale) half to
@@ -53,6 +52,11 @@ AVX2 static void store_kv(const float *k, void *cache, float *scales, int type, 
         }
     }
 }
+
+/* ----------------------------------------------------------------------------- the sums in AVX2
+
+   For isa 1, and for isa 0 where d_head is not a multiple of 16. One span of positions at a time
+   (attention_piece below hands each its span's K, V and scores). */
 
 /* rows [s0, s1) of a float16 or int8 cache (·, d_head) as float32 in `out` (a block small enough for L1). */
 AVX2 static void widen(const void *cache, int type, int s0, int s1, int d_head, float *out) {
