@@ -42,7 +42,7 @@ from .convert import gguf as G
 from .convert.parts import ModelParts
 from .errors import CheckpointError, GlassError
 from .fetch import cache_dir, sha256_file
-from .model import GPT
+from .model import GPT, RoPE
 from .progress import say, status
 from .quant import (BlockRows, BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight, PackedWeight, q4_1_codes,
                     q8_0_codes)
@@ -50,7 +50,7 @@ from .tokenizer import BPETokenizer, hf_from_json
 
 MODES = ("fp32", "fp16", "bf16", "int8", "int4", "q4a8")
 DEFAULT_MODE = "int4"  # chat and generate: the GGUF's own blocks, 24/24 answers like fp32, fewest bytes (README, Speed)
-CACHE_VERSION = 4  # bump when the stored layout changes (4: W_E as rows of the unembedding's blocks)
+CACHE_VERSION = 5  # bump when the stored layout changes (4: W_E as rows of the unembedding's blocks; 5: RoPE's table)
 
 
 BLOCK_MODES = {"int8": (8, 2), "int4": (4, 2), "q4a8": (4, 1)}  # mode: (bits of the layers' codes, activation passes)
@@ -225,16 +225,31 @@ def release_free_memory() -> None:
         pass
 
 
-def bare_model(cfg):
+def bare_model(cfg, rope_table: tuple[torch.Tensor, torch.Tensor] | None = None):
     """A GPT whose weights are allocated but neither initialised nor touched (so they take no memory
-    until written): cheaper than building it on the meta device, which imports half of torch."""
+    until written): cheaper than building it on the meta device, which imports half of torch.
+
+    rope_table: RoPE's cos and sin as a converted-weights cache stored them, taken instead of computed. The
+    table's arithmetic (arange, pow, reciprocal, outer, cos, sin) is a load's only use of those operations:
+    their code, paged in for it, stayed resident for the whole chat (1.4 MB of libtorch, benchmarks/memory.py).
+    The model is built with an empty table (RoPE grows its table on demand, so an empty one is valid), then
+    given the stored one."""
 
     class Bare(GPT):
         def init_weights(self, std: float = 0.02) -> None:
             pass
 
-    model = Bare(cfg)
+    first = RoPE.FIRST
+    if rope_table is not None:
+        RoPE.FIRST = 0  # RoPE.__init__ tabulates min(n_ctx, FIRST) positions: none
+    try:
+        model = Bare(cfg)
+    finally:
+        RoPE.FIRST = first
     model.__class__ = GPT
+    rope = _rope(model)
+    if rope_table is not None and rope is not None:
+        rope.cos, rope.sin = rope_table  # (n, d_head) each, n <= n_ctx: the rows a fresh table has (tests)
     return model
 
 
@@ -342,6 +357,9 @@ def _save_cache(loaded, stored: Path) -> None:
 
     model = loaded.model
     tensors = {}
+    rope = _rope(model)
+    if rope is not None:  # (not in the state dict: a table the model computes; stored, a load needs no arithmetic)
+        tensors["rope.cos"], tensors["rope.sin"] = rope.cos.contiguous(), rope.sin.contiguous()
     for name, t in model.state_dict().items():
         if name == "embed.W_E" and t.T.is_contiguous() and not t.is_contiguous():
             t = t.T  # (d_model, d_vocab): the logits' fast layout, so a load needs no copy
@@ -375,6 +393,25 @@ def _small_copied(t: torch.Tensor) -> torch.Tensor:
     return t.clone() if t.numel() * t.element_size() < 4096 else t
 
 
+def _rope(model):
+    """The model's RoPE (one table shared by every layer), or None."""
+    return next((m for m in model.modules() if isinstance(m, RoPE)), None)
+
+
+def _rope_table(tensors: dict, cfg) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """RoPE's cos and sin from a cache file's tensors (copied out of the mapping: 2 x 256 KB on SmolLM2),
+    checked against the config before use; None for a model without RoPE."""
+    if cfg.positions != "rope":
+        return None
+    cos, sin = tensors.pop("rope.cos"), tensors.pop("rope.sin")
+    for t in (cos, sin):
+        if t.dtype != torch.float32 or t.dim() != 2 or t.shape[1] != cfg.d_head or not 0 < t.shape[0] <= cfg.n_ctx:
+            raise ValueError(f"RoPE table of shape {tuple(t.shape)} and {t.dtype} for d_head {cfg.d_head}")
+    if cos.shape != sin.shape:
+        raise ValueError("RoPE's cos and sin tables differ in shape")
+    return cos.clone(), sin.clone()
+
+
 def _load_cache(stored: Path, path: Path, mode: str):
     """The converted model, its tensors memory-mapped from the cache file; None when the file is unreadable
     or of another layout (then the GGUF is converted again and the file replaced)."""
@@ -389,11 +426,12 @@ def _load_cache(stored: Path, path: Path, mode: str):
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         if header.get("version") != CACHE_VERSION:
             raise ValueError(f"cache layout {header.get('version')}, expected {CACHE_VERSION}")
+        cfg = ModelConfig.from_dict(header["config"])
+        rope_table = _rope_table(tensors, cfg)
     except Exception as e:
         say(f"{stored.name}: unreadable converted-weights cache ({str(e)[:200]}); converting again")
         return None
-    cfg = ModelConfig.from_dict(header["config"])
-    model = bare_model(cfg)
+    model = bare_model(cfg, rope_table)
     classes = {c.__name__: c for c in (BlockWeight, FullWeight, HalfWeight, Int4Weight, Int8Weight)}
     for name, kind in header["kinds"].items():  # packed weights: an empty instance, then its buffers
         module_name, _, leaf = name.rpartition(".")

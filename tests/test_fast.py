@@ -151,6 +151,45 @@ def test_every_mode_comes_back_from_the_cache_unchanged(q4_gguf, tmp_path, monke
     assert torch.equal(first.model(tokens), second.model(tokens))
 
 
+def test_a_cached_load_takes_the_rope_table_from_the_cache_and_computes_none(q4_gguf, tmp_path, monkeypatch):
+    """The converted-weights cache stores RoPE's cos and sin (a load then runs none of the table's arithmetic,
+    whose code stayed resident for the whole chat: README, Memory): the stored rows must be exactly the rows
+    a fresh table has, the model's logits those of the load that wrote them, and the table must still grow
+    beyond them. A stored table of the wrong shape makes the file unreadable: converted again."""
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    import glassgpt.fast as fast
+
+    path, _ = q4_gguf
+    monkeypatch.setenv("GLASSGPT_CACHE", str(tmp_path / "cache"))
+    first = load_packed_gguf(path, "int4")  # converts, and writes the cache
+    computed = []
+    extend = RoPE.extend
+    monkeypatch.setattr(RoPE, "extend", lambda self, n: (computed.append(n) if n > len(self.cos) else None,
+                                                         extend(self, n))[1])
+    second = load_packed_gguf(path, "int4")
+    assert computed == []  # no table computed by the cached load
+    rope, cfg = second.model.blocks[0].attn.rope, second.model.cfg
+    assert all(block.attn.rope is rope for block in second.model.blocks)  # still one table for every layer
+    fresh = RoPE(cfg.d_head, cfg.n_ctx, cfg.rope_theta)
+    assert len(rope.cos) == len(fresh.cos) > 0 and torch.equal(rope.cos, fresh.cos) and torch.equal(rope.sin, fresh.sin)
+    tokens = torch.tensor([[3, 50, 60, 70, 4, 9]])
+    assert torch.equal(first.model(tokens), second.model(tokens))
+    rope.cos, rope.sin = rope.cos[:2].clone(), rope.sin[:2].clone()  # the control: as if it had stored 2 rows
+    assert torch.equal(first.model(tokens), second.model(tokens)) and computed  # grown on demand, the same
+
+    stored = fast.cache_path(path, "int4")
+    with safe_open(str(stored), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(stored))
+    tensors["rope.cos"] = tensors["rope.cos"][:, :2].contiguous()  # (n, 2): not (n, d_head)
+    save_file(tensors, str(stored), metadata=metadata)
+    computed.clear()
+    again = load_packed_gguf(path, "int4")
+    assert computed and torch.equal(again.model(tokens), first.model(tokens))  # converted again, table computed
+
+
 # ----------------------------------------------------------------------------- W_E from the unembedding's blocks
 
 
