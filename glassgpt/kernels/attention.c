@@ -113,13 +113,6 @@ AVX2 static INLINE void sum_values(const float *p, const float *v, int n, int d_
     }
 }
 
-/* Ask for the block after next while this one is computed: the cache streams from memory. */
-static inline void prefetch(const void *cache, int type, int s, int n, int d_head) {
-    if (s >= n) return;
-    const char *at = (const char *)cache + (size_t)s * d_head * element_bytes(type);
-    for (size_t b = 0; b < (size_t)POSITIONS * d_head * element_bytes(type); b += 64) _mm_prefetch(at + b, _MM_HINT_T0);
-}
-
 /* scores[g][s] = q_g·K[s] / √d_head for the group's query heads g and positions s < n.
    q (group, d_head); K (n, d_head) of `type` (int8: the codes); scores (group, stride); buf: room for one block. */
 AVX2 static void attention_scores(const float *q, int group, const void *K, int type, int n, int d_head,
@@ -127,7 +120,6 @@ AVX2 static void attention_scores(const float *q, int group, const void *K, int 
     const float scale = 1.0f / sqrtf((float)d_head);
     for (int s0 = 0; s0 < n; s0 += POSITIONS) {
         int s1 = s0 + POSITIONS < n ? s0 + POSITIONS : n;
-        prefetch(K, type, s0 + 2 * POSITIONS, n, d_head);
         const float *k = rows(K, type, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
         for (int g = 0; g < group; g++) {
             if (d_head == 64)  /* SmolLM2's, Llama's: unrolled */
@@ -169,7 +161,6 @@ AVX2 static void attention_values(const float *pattern, int group, int stride, c
     memset(z, 0, sizeof(float) * (size_t)group * d_head);
     for (int s0 = 0; s0 < n; s0 += POSITIONS) {
         int s1 = s0 + POSITIONS < n ? s0 + POSITIONS : n;
-        prefetch(V, type, s0 + 2 * POSITIONS, n, d_head);
         const float *v = rows(V, type, s0, s1, d_head, buf);  /* (s1 - s0, d_head) */
         for (int g = 0; g < group; g++) {
             if (d_head == 64)
@@ -248,7 +239,6 @@ AVX512 static void attention_scores_avx512(const float *q, int group, const void
         float *out = scores + (size_t)g0 * stride;
         for (int s0 = 0; s0 < n; s0 += 16) {
             int m = n - s0 < 16 ? n - s0 : 16;
-            prefetch(K, type, s0 + 2 * POSITIONS, n, d_head);
             size_t k0 = (size_t)s0 * d_head;
             if (G == 3 && d_head == 64 && m == 16) {  /* SmolLM2's: unrolled, in registers, one copy a type */
                 if (type == F16) dot_keys16(q_g, 3, K, F16, k0, 16, 64, scale, out + s0, stride);
@@ -269,7 +259,6 @@ AVX512 static INLINE void sum_values16(const float *p, int G, int stride, const 
     for (int g = 0; g < G; g++)
         for (int l = 0; l < lanes; l++) acc[g][l] = _mm512_setzero_ps();
     for (int s = 0; s < n; s++) {
-        if (s % POSITIONS == 0) prefetch(V, type, s + 2 * POSITIONS, n, d_head);
         for (int l = 0; l < lanes; l++) {
             __m512 v = load16(V, (size_t)s * d_head + i0 + 16 * l, type);
             for (int g = 0; g < G; g++)
