@@ -152,7 +152,7 @@ def huge_pages(model: torch.nn.Module) -> int:
     Decoding streams every weight once a token, and while other work contends for the memory one core reads
     4 KB pages markedly slower than 2 MB ones: every 4 KB page is a TLB miss and a place where the hardware
     prefetcher stops (this project's AMD EPYC core, shared with other jobs: about 20 against 30 GB/s, the int4
-    step 1.18-1.36x faster; on the quiet machine 33.5 against 34.5 GB/s and 1.00-1.03x: README). A
+    step 1.18-1.36x faster; on the quiet machine 33.5 against 34.5 GB/s and 1.00-1.04x: README). A
     converted-weights cache file is mapped in 4 KB pages, so its block weights are copied out, and the
     pages of the mapping they leave are dropped from memory (madvise DONTNEED: a file's pages read back
     the same if touched again), so resident memory stays about the same. Each tensor keeps its own
