@@ -14,7 +14,7 @@ row), two ways, in turns (a busy minute slows all alike; medians):
 
 If `near` is about as slow as `far`, the time goes to arithmetic, not to reading: fewer bytes per key
 would not make attention faster. GB/s = the cache bytes one pass reads ÷ its time. --threads: each
-layer's attention shared in pieces (key/value head × span of 256 positions) among that many threads, as
+layer's attention shared in pieces (key/value head × span of at most 1024 positions) among that many threads, as
 the step does with GLASSGPT_DECODE_THREADS; every thread count in turns with the rest.
 Results: benchmarks/results/attention-<kernel>.json with the CPU's flags.
 """
